@@ -1,0 +1,66 @@
+"""Device placement: the only module that knows about devices (DESIGN "Scale out at the jit boundary").
+
+Data parallelism over a one-axis ``('data',)`` mesh of all devices: parameters, optimiser state and
+the device-resident datasets are replicated, each batch is sharded along its leading axis inside
+the jitted step (``constrain_batch``), and XLA inserts the gradient all-reduce. With one device
+every function here is a no-op, so library code calls them unconditionally.
+
+Multi-host: call :func:`initialize_distributed` first on every host (wraps
+``jax.distributed.initialize``); the mesh then spans all hosts' devices.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+
+__all__ = [
+    "constrain_batch",
+    "data_mesh",
+    "initialize_distributed",
+    "replicate",
+]
+
+
+@functools.lru_cache(maxsize=None)
+def data_mesh() -> jax.sharding.Mesh | None:
+    """A ``('data',)`` mesh over every device, or None when there is only one device."""
+    if jax.device_count() == 1:
+        return None
+    return jax.make_mesh((jax.device_count(),), ("data",))
+
+
+def replicate(tree: Any) -> Any:
+    """Put a pytree on the devices: replicated over the data mesh, or on the default device."""
+    mesh = data_mesh()
+    if mesh is None:
+        return jax.device_put(tree)
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def constrain_batch(batch: Any) -> Any:
+    """Inside jit: shard every leaf of ``batch`` along its leading (example) axis.
+
+    Leaves whose leading size is not divisible by the device count stay replicated (correct,
+    only slower), so any batch size works.
+    """
+    mesh = data_mesh()
+    if mesh is None:
+        return batch
+    n_dev = mesh.devices.size
+
+    def _constrain(leaf):
+        if leaf.ndim == 0 or leaf.shape[0] % n_dev:
+            return leaf
+        return jax.lax.with_sharding_constraint(leaf, NamedSharding(mesh, PartitionSpec("data")))
+
+    return jax.tree.map(_constrain, batch)
+
+
+def initialize_distributed(**kwargs: Any) -> None:
+    """Multi-host start-up: ``jax.distributed.initialize(**kwargs)`` then a fresh mesh."""
+    jax.distributed.initialize(**kwargs)
+    data_mesh.cache_clear()

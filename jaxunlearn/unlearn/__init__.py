@@ -1,0 +1,28 @@
+"""Unlearning methods behind one interface (see :mod:`jaxunlearn.unlearn.base`).
+
+Importing this package registers every method; build one with :func:`make_method` and run it with
+:func:`run_method`.
+"""
+
+from jaxunlearn.unlearn import finetune, retrain  # noqa: F401  (registration)
+from jaxunlearn.unlearn.base import (
+    Method,
+    UnlearnData,
+    UnlearnOutput,
+    available_methods,
+    make_method,
+    make_unlearn_data,
+    register,
+    run_method,
+)
+
+__all__ = [
+    "Method",
+    "UnlearnData",
+    "UnlearnOutput",
+    "available_methods",
+    "make_method",
+    "make_unlearn_data",
+    "register",
+    "run_method",
+]

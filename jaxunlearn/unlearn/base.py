@@ -1,0 +1,223 @@
+"""The one interface of every unlearning method, its registry and its timed runner.
+
+A method is a :class:`Method`: pure functions built by a factory (``make_<name>(apply_fn, ...)``)
+and registered under a name. The runner :func:`run_method` owns the loop, the batching, the
+learning-rate schedule and the timing, so a method only says *what* one step does:
+
+- ``init(key, params, data) -> TrainState``: optimiser and auxiliary state (teacher, masks...).
+- ``phases(epoch) -> [Phase]``: which step runs over which stream in that epoch. Streams are the
+  pools of :class:`UnlearnData`: ``retain`` (the real retain set, or the Blend-reduced one when
+  the study runs with condensation), ``forget`` (always the real forget set), ``unseen`` (the
+  pool U), and any pool a method adds in ``prepare``.
+- optional ``prepare(key, data) -> data`` (add a stream, e.g. bad distillation's mixed set),
+  ``edit(state, data, key) -> state`` (a one-shot change before the epochs, e.g. SSD),
+  ``begin_epoch(state, epoch, data, key) -> state`` (e.g. pruning at given epochs).
+
+Every step receives the whole device-resident :class:`UnlearnData`, so a step can sample forget
+or unseen examples on device (A-AMU) without host round trips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxunlearn import sharding
+from jaxunlearn.train import (
+    Phase,
+    PhaseRunner,
+    Pool,
+    TrainState,
+    _epoch_order_jit,
+    compile_cached,
+    run_phases,
+)
+
+__all__ = [
+    "Method",
+    "UnlearnData",
+    "UnlearnOutput",
+    "available_methods",
+    "make_method",
+    "make_unlearn_data",
+    "register",
+    "run_method",
+]
+
+Params = Any
+
+
+class UnlearnData(NamedTuple):
+    """Device-resident pools a method trains from (see the module docstring)."""
+
+    retain: Pool
+    forget: Pool
+    unseen: Pool
+    num_classes: int = 10
+    extra: Mapping[str, Pool] = {}  # noqa: RUF012 (NamedTuple default, never mutated)
+
+
+# num_classes is static metadata, not an array: keep it out of the pytree leaves.
+jax.tree_util.register_pytree_node(
+    UnlearnData,
+    lambda d: ((d.retain, d.forget, d.unseen, dict(d.extra)), d.num_classes),
+    lambda nc, ch: UnlearnData(ch[0], ch[1], ch[2], nc, ch[3]),
+)
+
+
+def make_unlearn_data(retain: tuple[Any, Any], forget: tuple[Any, Any], unseen: tuple[Any, Any],
+                      num_classes: int) -> UnlearnData:
+    """Build :class:`UnlearnData` from host ``(x, y)`` pairs (padded to bucketed capacities)."""
+    from jaxunlearn.train import make_pool
+
+    return UnlearnData(make_pool(*retain), make_pool(*forget), make_pool(*unseen), num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """An unlearning method: pure functions plus its budget. See the module docstring."""
+
+    name: str
+    init: Callable[[jax.Array, Params, UnlearnData], TrainState]
+    phases: Callable[[int], Sequence[Phase]]
+    epochs: int
+    batch_size: int = 64
+    lr_schedule: Callable[[int], float] | None = None
+    prepare: Callable[[jax.Array, UnlearnData], UnlearnData] | None = None
+    edit: Callable[[TrainState, UnlearnData, jax.Array], TrainState] | None = None
+    begin_epoch: Callable[[TrainState, int, UnlearnData, jax.Array], TrainState] | None = None
+    uses_retain: bool = True  # trains on the retain stream: takes the reduced set under Blend
+    hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class UnlearnOutput(NamedTuple):
+    """What :func:`run_method` returns."""
+
+    params: Params
+    unlearn_s: float  # wall clock of the unlearning itself, device-synchronised, compile excluded
+    compile_s: float  # ahead-of-time compile time of the method's steps
+    history: list
+
+
+def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array, *,
+               progress: bool | str = False) -> UnlearnOutput:
+    """Unlearn with ``method`` starting from the original ``params``.
+
+    Compilation is done ahead of time for every phase the method will run, and timed apart;
+    ``unlearn_s`` covers preparation, the one-shot edit, every epoch, and ends after
+    ``jax.block_until_ready`` on the final parameters.
+
+    Args:
+      method: the :class:`Method` (e.g. ``make_method("cf", apply_fn, ...)``).
+      params: the original model's parameters (not modified).
+      data: the device-resident pools.
+      key: the unlearning PRNG key (split inside into init / prepare / edit / epochs).
+    """
+    k_init, k_prep, k_edit, k_loop = jax.random.split(key, 4)
+    data = sharding.replicate(data)
+    params = jax.tree.map(jnp.copy, params)  # steps donate their state: never touch the caller's
+
+    # --- ahead-of-time compilation of every step the run will use (timed apart) ---
+    compile_s = 0.0
+    prepare = None
+    if method.prepare is not None:
+        prepare, compile_s = compile_cached(("prepare", id(method.prepare)), method.prepare,
+                                            jax.jit(method.prepare), k_prep, data)
+    # The warm-up state and prepared data only give the compiler its argument shapes/shardings.
+    prepared = prepare(k_prep, data) if prepare else data
+    compiled_init, seconds = compile_cached(("init", id(method.init)), method.init,
+                                            jax.jit(method.init), k_init, params, prepared)
+    compile_s += seconds
+    state0 = compiled_init(k_init, params, prepared)
+    runner = PhaseRunner()
+    t0 = time.perf_counter()
+    for epoch in range(method.epochs):
+        for phase in method.phases(epoch):
+            pool = _pool(prepared, phase.stream)
+            order = _epoch_order_jit(k_loop, pool.n, pool.y.shape[0], method.batch_size)
+            runner.runner(phase, state0, prepared, order, k_loop)
+    compile_s += time.perf_counter() - t0 - runner.compile_s  # the order function's compiles
+    edit = None
+    if method.edit is not None:
+        edit, seconds = compile_cached(("edit", id(method.edit)), method.edit,
+                                       jax.jit(method.edit), state0, prepared, k_edit)
+        compile_s += seconds
+    jax.block_until_ready(state0)
+    del state0
+
+    # --- the timed unlearning ---
+    t0 = time.perf_counter()
+    prepared = prepare(k_prep, data) if prepare else data
+    state = compiled_init(k_init, params, prepared)
+    if edit is not None:
+        state = edit(state, prepared, k_edit)
+    state, history = run_phases(
+        state, prepared, k_loop, epochs=method.epochs, phases=method.phases,
+        batch_size=method.batch_size, lr_schedule=method.lr_schedule,
+        begin_epoch=method.begin_epoch, runner=runner, progress=progress)
+    out_params = jax.block_until_ready(state.params)
+    unlearn_s = time.perf_counter() - t0
+    return UnlearnOutput(out_params, unlearn_s, compile_s + runner.compile_s, history)
+
+
+def _pool(data: UnlearnData, stream: str) -> Pool:
+    if stream in ("retain", "forget", "unseen"):
+        return getattr(data, stream)
+    if stream in data.extra:
+        return data.extra[stream]
+    raise ValueError(f"method uses unknown stream {stream!r}; available: retain, forget, unseen"
+                     f"{''.join(', ' + k for k in data.extra)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+
+_REGISTRY: dict[str, Callable[..., Method]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Method]], Callable[..., Method]]:
+    """Decorator registering a factory ``factory(apply_fn, *, init_fn, **hparams) -> Method``."""
+
+    def deco(factory):
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} is registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def available_methods() -> list[str]:
+    """Names of all registered methods, in registration order."""
+    import jaxunlearn.unlearn  # noqa: F401  (importing the package registers every method)
+
+    return list(_REGISTRY)
+
+
+def make_method(name: str, apply_fn: Callable, init_fn: Callable | None = None,
+                **hparams: Any) -> Method:
+    """Build the registered method ``name`` for a model's ``apply_fn``.
+
+    Args:
+      name: registry name (see :func:`available_methods`).
+      apply_fn: ``apply_fn(params, x) -> logits``.
+      init_fn: ``init_fn(key) -> params`` of a freshly initialised model, for methods that need
+        one (Retrain, the bad teacher); ignored by the others.
+      **hparams: the method's hyper-parameters (its factory's keyword arguments).
+
+    Raises:
+      ValueError: unknown name, or hyper-parameters the method does not take.
+    """
+    names = available_methods()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown unlearning method {name!r}; registered: {', '.join(names)}")
+    try:
+        method = _REGISTRY[name](apply_fn, init_fn=init_fn, **hparams)
+    except TypeError as e:
+        raise ValueError(f"bad hyper-parameters for method {name!r}: {e}") from e
+    return dataclasses.replace(method, name=name, hparams=dict(hparams))
