@@ -40,6 +40,9 @@ from jaxunlearn.train import (
 
 __all__ = [
     "Method",
+    "PrimaryLoss",
+    "make_optimizer",
+    "mean_primary_loss",
     "UnlearnData",
     "UnlearnOutput",
     "available_methods",
@@ -172,6 +175,34 @@ def _pool(data: UnlearnData, stream: str) -> Pool:
         return data.extra[stream]
     raise ValueError(f"method uses unknown stream {stream!r}; available: retain, forget, unseen"
                      f"{''.join(', ' + k for k in data.extra)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The retain objective's primary term: the hook through which A-AMU wraps a base method.
+
+PrimaryLoss = Callable[..., jax.Array]
+"""``primary_loss(ce_N, w_N, params, data, key) -> scalar``: the loss a retain-based method puts on
+a retain batch's per-example cross-entropies ``ce_N`` (padding weights ``w_N``). The default is
+the weighted mean; :func:`jaxunlearn.unlearn.aamu.aamu_primary_loss` steepens it and adds the
+A-AMU regulariser, sampling forget/unseen examples from ``data`` with ``key``."""
+
+
+def mean_primary_loss(ce_N: jax.Array, w_N: jax.Array, params: Params, data: UnlearnData,
+                      key: jax.Array) -> jax.Array:
+    """The default primary loss: weighted mean cross-entropy of the retain batch."""
+    del params, data, key
+    return jnp.sum(ce_N * w_N) / jnp.maximum(jnp.sum(w_N), 1.0)
+
+
+def make_optimizer(name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+    """``sgd`` (coupled weight decay, momentum) or ``adam``, with an injected learning rate."""
+    from jaxunlearn.train import adam, sgd
+
+    if name == "sgd":
+        return sgd(lr, momentum, weight_decay)
+    if name == "adam":
+        return adam(lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adam'")
 
 
 # ---------------------------------------------------------------------------------------------
