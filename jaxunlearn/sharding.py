@@ -15,7 +15,8 @@ import functools
 from typing import Any
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = [
     "constrain_batch",
@@ -30,7 +31,9 @@ def data_mesh() -> jax.sharding.Mesh | None:
     """A ``('data',)`` mesh over every device, or None when there is only one device."""
     if jax.device_count() == 1:
         return None
-    return jax.make_mesh((jax.device_count(),), ("data",))
+    # A plain Mesh has "auto" axes on every jax version (jax.make_mesh defaults to explicit
+    # axes in newer releases), which is what with_sharding_constraint inside jit expects.
+    return Mesh(np.asarray(jax.devices()), ("data",))
 
 
 def replicate(tree: Any) -> Any:

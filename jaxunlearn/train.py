@@ -426,6 +426,7 @@ def fit(
     """
     from jaxunlearn.metrics import accuracy
 
+    params = jax.tree.map(jnp.copy, params)  # the steps donate their state, not the caller's
     state = TrainState(params, optimizer.init(params), (), jnp.int32(0))
     best: dict[str, Any] = {"acc": -1.0, "epoch": epochs - 1, "params": None}
 

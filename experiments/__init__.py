@@ -1,0 +1,1 @@
+"""Experiment scripts of jaxunlearn: thin, importable, each with ``run(config, workdir)``."""

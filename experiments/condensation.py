@@ -1,0 +1,76 @@
+"""Blend condensation inside a study: the partition once per seed (cached), then split + Blend per
+forget request (SPEC §3). The library does the work (:mod:`jaxunlearn.partition`,
+:mod:`jaxunlearn.condense`); this module only picks the networks, caches and reports times."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from jaxunlearn.condense import condense
+from jaxunlearn.models import build_model
+from jaxunlearn.partition import PartitionOutput, init_fn_for, partition_by_class
+
+__all__ = ["condense_for_study", "condense_net", "partition_for_seed"]
+
+_TIMING_KEYS = ("embed_s", "kmeans_s", "embed_compile_s", "kmeans_compile_s")
+
+
+def condense_net(cfg: Any, image_shape: tuple, num_classes: int):
+    """The random, never-trained ConvNet of ψ and φ (SPEC §3.1, §3.3)."""
+    depth = cfg.condense_net.get("depth") or (3 if image_shape[0] >= 32 else 2)
+    return build_model("convnet", num_classes, depth=depth, width=cfg.condense_net["width"])
+
+
+def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:
+    """The seed's k-means partition of the training set, computed once and cached on disk."""
+    path = os.path.join(paths.root, f"partition_seed{ctx.seed}_ipc{cfg.ipc}.npz")
+    if os.path.exists(path):
+        with np.load(path) as z:
+            fields = {k: z[k] for k in z.files if k != "timings"}
+            timings = json.loads(str(z["timings"]))
+        return PartitionOutput(**{**fields, "ipc": int(fields["ipc"]),
+                                  "num_classes": int(fields["num_classes"]),
+                                  "inertia": float(fields["inertia"]),
+                                  "n_empty": int(fields["n_empty"]), "timings": timings})
+    s = ctx.splits
+    net = condense_net(cfg, s.train_x.shape[1:], s.num_classes)
+    import jax
+
+    psi = init_fn_for(net, s.train_x.shape[1:])(ctx.keys["partition"])
+    part = partition_by_class(net.apply, psi, s.train_x, s.train_y, num_classes=s.num_classes,
+                              ipc=cfg.ipc, key=jax.random.fold_in(ctx.keys["partition"], 1))
+    arrays = {k: np.asarray(v) for k, v in part._asdict().items() if k != "timings"}
+    from experiments.common import atomic_write
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, timings=json.dumps(part.timings), **arrays)
+    atomic_write(path, buf.getvalue())
+    return part
+
+
+def condense_for_study(cfg: Any, paths: Any, ctx: Any, forget: Any) -> dict:
+    """Reduced retain set for ``forget`` and its stage times (compile time apart).
+
+    Returns a dict with ``x``, ``y`` (the reduced retain set) and ``embed_s``, ``kmeans_s``,
+    ``split_s``, ``blend_s``, ``condense_compile_s``, ``n_free``, ``n_residual``,
+    ``n_empty_free``, ``reduction``.
+    """
+    s = ctx.splits
+    part = partition_for_seed(cfg, paths, ctx)
+    net = condense_net(cfg, s.train_x.shape[1:], s.num_classes)
+    out = condense(net.apply, init_fn_for(net, s.train_x.shape[1:]), s.train_x, s.train_y, part,
+                   forget.forget_idx, forget.retain_idx, key=ctx.keys["extractor"], **cfg.blend)
+    t = {**part.timings, **out.timings}
+    return {
+        "x": np.asarray(out.x), "y": np.asarray(out.y),
+        "embed_s": t["embed_s"], "kmeans_s": t["kmeans_s"], "split_s": t["split_s"],
+        "blend_s": t["blend_s"],
+        "condense_compile_s": t["embed_compile_s"] + t["kmeans_compile_s"] + t["blend_compile_s"],
+        "n_free": int(out.sizes["n_free"]), "n_residual": int(out.sizes["n_residual"]),
+        "n_empty_free": int(out.sizes["n_empty_free"]), "reduction": float(out.sizes["reduction"]),
+    }

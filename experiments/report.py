@@ -1,0 +1,193 @@
+"""Tables of a study's records: ``results.md`` in SPEC §7's shape (mean ± 95% CI over seeds)."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxunlearn.metrics import confidence_interval
+
+__all__ = ["ablation_table", "average_gap", "format_ci", "results_table", "rounds_table",
+           "write_report"]
+
+_GAP_FIELDS = ("forget_acc", "retain_acc", "test_acc", "mia")
+
+
+def format_ci(values: Sequence[float], digits: int = 2) -> str:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    if not vals:
+        return "–"
+    mean, half = confidence_interval(vals)
+    if len(vals) == 1 or not np.isfinite(half):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def _group(records: Sequence[dict]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["method"], bool(r["condensed"]), int(r.get("round", 0)))].append(r)
+    return groups
+
+
+def average_gap(records: Sequence[dict], method: str, condensed: bool, round_: int = 0) -> list:
+    """Per seed: mean |Δ| to Retrain (same seed, same condensation) over forget/retain/test
+    accuracy and MIA (SPEC §6, as SalUn reports it)."""
+    by_seed = {(r["seed"]): r for r in records
+               if r["method"] == "retrain" and bool(r["condensed"]) == condensed
+               and int(r.get("round", 0)) == round_}
+    gaps = []
+    for r in records:
+        if (r["method"] != method or bool(r["condensed"]) != condensed
+                or int(r.get("round", 0)) != round_ or r["seed"] not in by_seed):
+            continue
+        ref = by_seed[r["seed"]]
+        gaps.append(float(np.mean([abs(r[f] - ref[f]) for f in _GAP_FIELDS])))
+    return gaps
+
+
+def results_table(records: Sequence[dict], round_: int | None = None) -> str:
+    """The markdown table: one row per method, w/o and with condensation side by side."""
+    groups = _group(records)
+    rounds = sorted({k[2] for k in groups}) if round_ is None else [round_]
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    cols = [("MIA", "mia"), ("retain acc", "retain_acc"), ("forget acc", "forget_acc"),
+            ("test acc", "test_acc"), ("unlearn s", "unlearn_s"), ("total s", "total_s"),
+            ("gap to Retrain", None), ("train size", "train_size")]
+    lines = []
+    for rnd in rounds:
+        if len(rounds) > 1:
+            lines.append(f"\n### Round {rnd}\n")
+        head = "| method | " + " | ".join(f"{c} w/o DC | {c} w DC" for c, _ in cols) + " | seeds |"
+        lines += [head, "|" + "---|" * (2 * len(cols) + 2)]
+        for m in methods:
+            cells = []
+            n_seeds = 0
+            for _, field in cols:
+                for condensed in (False, True):
+                    rs = groups.get((m, condensed, rnd), [])
+                    n_seeds = max(n_seeds, len(rs))
+                    if field is None:
+                        cells.append(format_ci(average_gap(records, m, condensed, rnd))
+                                     if m not in ("retrain", "original") else "–")
+                    else:
+                        digits = 0 if field == "train_size" else (3 if field.endswith("_s") else 2)
+                        cells.append(format_ci([r.get(field) for r in rs], digits))
+            if n_seeds:
+                lines.append(f"| {m} | " + " | ".join(cells) + f" | {n_seeds} |")
+    return "\n".join(lines)
+
+
+def _stage_table(records: Sequence[dict]) -> str:
+    rs = [r for r in records if r.get("condensed") and "blend_s" in r]
+    if not rs:
+        return ""
+    seen = {}
+    for r in rs:  # one row per (seed, round): every method of it shares the condensation
+        seen[(r["seed"], r.get("round", 0))] = r
+    fields = ("embed_s", "kmeans_s", "split_s", "blend_s", "condense_compile_s")
+    rows = list(seen.values())
+    out = ["| stage | " + " | ".join(fields) + " | reduced / real retain |",
+           "|---|" + "---|" * (len(fields) + 1)]
+    cells = [format_ci([r.get(f) for r in rows], 3) for f in fields]
+    ratio = format_ci([r["train_size"] / max(r["retain_size"], 1) for r in rows
+                       if r["method"] not in ("ssd",) and r["train_size"]], 3)
+    out.append("| Blend (mean ± 95% CI over seeds) | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(out)
+
+
+def _has_variants(records: Sequence[dict]) -> bool:
+    return any(r.get("variant") for r in records)
+
+
+def rounds_table(records: Sequence[dict]) -> str:
+    """Multi-round summary: per-round and summed end-to-end time, last round's metrics."""
+    rounds = sorted({int(r.get("round", 0)) for r in records})
+    last = rounds[-1]
+    methods = [m for m in dict.fromkeys(r["method"] for r in records) if m != "original"]
+    head = ("| method | DC | " + " | ".join(f"total s round {k}" for k in rounds)
+            + " | total s, all rounds | test acc, last | forget acc, last | MIA, last | seeds |")
+    lines = [head, "|" + "---|" * (len(rounds) + 7)]
+    for m in methods:
+        for condensed in (False, True):
+            rs = [r for r in records if r["method"] == m and bool(r["condensed"]) == condensed]
+            if not rs:
+                continue
+            per_seed: dict[int, float] = defaultdict(float)
+            for r in rs:
+                per_seed[r["seed"]] += float(r.get("total_s") or 0.0)
+            full = [per_seed[s] for s in per_seed   # seeds with every round finished
+                    if {int(r.get("round", 0)) for r in rs if r["seed"] == s} == set(rounds)]
+            fin = [r for r in rs if int(r.get("round", 0)) == last]
+            cells = [format_ci([r.get("total_s") for r in rs if int(r.get("round", 0)) == k], 3)
+                     for k in rounds]
+            cells += [format_ci(full, 3)] + [format_ci([r.get(f) for r in fin])
+                                             for f in ("test_acc", "forget_acc", "mia")]
+            lines.append(f"| {m} | {'yes' if condensed else 'no'} | " + " | ".join(cells)
+                         + f" | {len(full)} |")
+    return "\n".join(lines)
+
+
+def ablation_table(records: Sequence[dict]) -> str:
+    """The retain-set ablation: one row per (method, variant), the original model first."""
+    cols = [("MIA", "mia"), ("free retain acc", "free_acc"),
+            ("residual retain acc", "residual_acc"), ("forget acc", "forget_acc"),
+            ("test acc", "test_acc"), ("unlearn s", "unlearn_s"), ("total s", "total_s"),
+            ("train size", "train_size")]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["method"], r.get("variant"))].append(r)
+    keys = sorted(groups, key=lambda k: k[0] != "original")  # stable: run order otherwise
+    lines = ["| method | retain set | " + " | ".join(c for c, _ in cols) + " | seeds |",
+             "|" + "---|" * (len(cols) + 3)]
+    for method, variant in keys:
+        rs = groups[(method, variant)]
+        desc = rs[0].get("variant_desc") or variant or "(before unlearning)"
+        cells = [format_ci([r.get(f) for r in rs],
+                           0 if f == "train_size" else (3 if f.endswith("_s") else 2))
+                 for _, f in cols]
+        lines.append(f"| {method} | {desc} | " + " | ".join(cells) + f" | {len(rs)} |")
+    return "\n".join(lines)
+
+
+def write_report(workdir: str, records: Sequence[dict]) -> str:
+    """Write ``results.md`` (and the plots, when matplotlib is available) into ``workdir``."""
+    from experiments.common import atomic_write
+
+    if not records:
+        return ""
+    r0 = records[0]
+    seeds = sorted({r["seed"] for r in records})
+    parts = [
+        f"# {r0.get('study', 'study')}: {r0.get('dataset')} / {r0.get('model')}, "
+        f"scenario {r0.get('scenario')}",
+        "",
+        f"Mean ± 95% confidence interval (Student t) over seeds {seeds}. Accuracies in percent; "
+        "MIA is the paper's score (50 = indistinguishable from unseen data); times in seconds of "
+        "wall clock, device-synchronised, compile time excluded; 'total s' adds the Blend stages "
+        "(embedding, k-means, split, blend) to the unlearning time; 'gap to Retrain' is the mean "
+        "absolute difference to Retrain's forget/retain/test accuracy and MIA.",
+        "",
+        ablation_table(records) if _has_variants(records) else results_table(records),
+        "",
+    ]
+    rounds = sorted({int(r.get("round", 0)) for r in records})
+    if len(rounds) > 1:
+        parts += ["## Over all rounds", "", rounds_table(records), ""]
+    if not _has_variants(records):  # the ablation table carries each variant's own stages
+        for rnd in rounds:
+            stages = _stage_table([r for r in records if int(r.get("round", 0)) == rnd])
+            if stages:
+                title = "## Blend stages" + (f", round {rnd}" if len(rounds) > 1 else "")
+                parts += [title, "", stages, ""]
+    text = "\n".join(parts)
+    atomic_write(os.path.join(workdir, "results.md"), text)
+    try:
+        from experiments.plots import write_plots
+    except ImportError:
+        return text
+    write_plots(workdir, records)
+    return text
