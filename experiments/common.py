@@ -5,7 +5,8 @@ forget request → (Blend condensation) → every method → evaluation record, 
 per (method, condensed, seed, round) to ``records.jsonl`` and rewriting ``results.md``.
 
 Resuming: records already in ``records.jsonl`` are not recomputed, original models are restored
-from their checkpoints, and the k-means partition of a seed is reloaded from ``partition_seed*.npz``.
+from their checkpoints, and the k-means partition of a seed is reloaded from
+``partition_seed*.npz``.
 Files are written atomically (temp file + rename; records are appended line by line), so nothing
 written is lost when a run fails or is interrupted.
 """
@@ -135,7 +136,8 @@ def validate_config(cfg: StudyConfig) -> None:
     if not cfg.seeds:
         raise ValueError("no seeds selected")
     if cfg.scenario not in ("classwise", "k_classwise", "uniform"):
-        raise ValueError(f"scenario must be classwise, k_classwise or uniform, got {cfg.scenario!r}")
+        raise ValueError(
+            f"scenario must be classwise, k_classwise or uniform, got {cfg.scenario!r}")
     if cfg.scenario == "uniform" and not 0.0 < cfg.forget_fraction < 1.0:
         raise ValueError(f"forget_fraction must be in (0, 1), got {cfg.forget_fraction}")
     if cfg.rounds < 1:
@@ -384,7 +386,8 @@ def run_one(cfg, paths, ctx, forget, name, condensed, data, stages, methods_cach
                                          **cfg.hparams(name, condensed))
     method = methods_cache[key]
     start = ctx.original if params is None else params
-    out = run_method(method, start, data, jax.random.fold_in(ctx.keys["unlearn"], zlib.crc32(name.encode())),
+    key_m = jax.random.fold_in(ctx.keys["unlearn"], zlib.crc32(name.encode()))
+    out = run_method(method, start, data, key_m,
                      progress=f"{name}{' +DC' if condensed else ''} seed {ctx.seed}")
     train_size = int(data.retain.n) if method.uses_retain else 0
     rec = {**base, "method": name, "condensed": condensed, "train_size": train_size,
@@ -478,7 +481,8 @@ def _parse_list(text: str, cast=str) -> tuple:
 def config_from_args(cfg: StudyConfig, args) -> StudyConfig:
     """Apply command-line overrides to ``cfg``."""
     if args.methods:
-        cfg.methods = tuple(available_methods()) if args.methods == "all" else _parse_list(args.methods)
+        cfg.methods = (tuple(available_methods()) if args.methods == "all"
+                       else _parse_list(args.methods))
     if args.seeds:
         seeds = _parse_list(args.seeds, int)
         cfg.seeds = tuple(range(seeds[0])) if len(seeds) == 1 and "," not in args.seeds else seeds

@@ -44,8 +44,9 @@ def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:
     part = partition_by_class(net.apply, psi, s.train_x, s.train_y, num_classes=s.num_classes,
                               ipc=cfg.ipc, key=jax.random.fold_in(ctx.keys["partition"], 1))
     arrays = {k: np.asarray(v) for k, v in part._asdict().items() if k != "timings"}
-    from experiments.common import atomic_write
     import io
+
+    from experiments.common import atomic_write
 
     buf = io.BytesIO()
     np.savez(buf, timings=json.dumps(part.timings), **arrays)

@@ -30,7 +30,7 @@ __all__ = [
     "torch_kernel_init",
 ]
 
-# kaiming_uniform(a=sqrt(5)): bound = sqrt(6 / ((1 + a^2) fan_in)) = 1/sqrt(fan_in) = sqrt(3 * (1/3) / fan_in)
+# kaiming_uniform(a=√5): bound = √(6 / ((1 + a²) fan_in)) = 1/√fan_in = √(3 · (1/3) / fan_in)
 torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
@@ -106,7 +106,7 @@ class ConvNet(nn.Module):
     def features(self, x_NxHxWxC: jax.Array) -> jax.Array:
         """Flattened embedding ``[n, d]`` before the linear head."""
         h = x_NxHxWxC
-        for conv, norm in zip(self.convs, self.norms):
+        for conv, norm in zip(self.convs, self.norms, strict=True):
             h = nn.relu(norm(conv(h)))
             h = nn.avg_pool(h, (2, 2), strides=(2, 2))
         return h.reshape(h.shape[0], -1)

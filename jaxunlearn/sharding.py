@@ -1,4 +1,4 @@
-"""Device placement: the only module that knows about devices (DESIGN "Scale out at the jit boundary").
+"""Device placement: the only module that knows about devices (scale out at the jit boundary).
 
 Data parallelism over a one-axis ``('data',)`` mesh of all devices: parameters, optimiser state and
 the device-resident datasets are replicated, each batch is sharded along its leading axis inside
@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def data_mesh() -> jax.sharding.Mesh | None:
     """A ``('data',)`` mesh over every device, or None when there is only one device."""
     if jax.device_count() == 1:

@@ -5,7 +5,6 @@ import jax
 import numpy as np
 import pytest
 
-from jaxunlearn import train
 from jaxunlearn.models import build_model, init_params
 from jaxunlearn.unlearn import available_methods, make_method, make_unlearn_data, run_method
 
@@ -60,5 +59,6 @@ def test_retrain_starts_from_a_fresh_model(setup):
     out = run_method(method, params, data, jax.random.key(1))
     # one epoch of small steps from another init stays far from the original parameters
     diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-               for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(params)))
+               for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(params),
+                                   strict=True))
     assert diff > 0.05

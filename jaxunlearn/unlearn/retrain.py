@@ -1,4 +1,4 @@
-"""Retrain: cross-entropy on the retain set from a fresh initialisation (the gold standard, SPEC §5)."""
+"""Retrain: cross-entropy on the retain set from a fresh initialisation (gold standard, SPEC §5)."""
 
 from __future__ import annotations
 
