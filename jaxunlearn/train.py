@@ -178,7 +178,12 @@ def set_learning_rate(opt_state: Any, lr: float) -> Any:
         raise ValueError("optimiser state has no injected hyper-parameters; build it with "
                          "jaxunlearn.train.sgd/adam or optax.inject_hyperparams")
     hp = dict(opt_state.hyperparams)
-    hp["learning_rate"] = jnp.asarray(lr, jnp.asarray(hp["learning_rate"]).dtype)
+    old = hp["learning_rate"]
+    new = jnp.asarray(lr, jnp.asarray(old).dtype)
+    if isinstance(old, jax.Array):
+        # keep the placement (e.g. replicated over the data mesh) so compiled steps still match
+        new = jax.device_put(new, old.sharding)
+    hp["learning_rate"] = new
     return opt_state._replace(hyperparams=hp)
 
 

@@ -4,7 +4,19 @@ Importing this package registers every method; build one with :func:`make_method
 :func:`run_method`.
 """
 
-from jaxunlearn.unlearn import finetune, retrain  # noqa: F401  (registration)
+from jaxunlearn.unlearn import (  # noqa: F401  (registration)
+    aamu,  # noqa: F401,I001  (registration; wraps the base methods)
+    bad_teacher,
+    distill,
+    finetune,
+    neggrad,
+    pruning,
+    relabel,
+    retrain,
+    scrub,
+    sparse,
+    ssd,
+)
 from jaxunlearn.unlearn.base import (
     Method,
     UnlearnData,

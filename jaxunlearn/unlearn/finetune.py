@@ -1,16 +1,26 @@
-"""Fine-tuning on the retain set: CF ("catastrophic forgetting" fine-tune, SPEC §5)."""
+"""Fine-tuning on the retain set: CF (SPEC §5), and the step every fine-tuning method shares.
+
+:func:`finetune_step` is the one retain-style step of the package: a weighted cross-entropy term
+that goes through the ``primary_loss`` hook (so A-AMU can wrap it), an optional method-specific
+term (distillation KL, L1 penalty...), and optionally a mask on the updates (pruning, SalUn).
+CF, Distill, SCRUB's retain pass, L1-Sparse, Pruning and the random-label methods are this step
+with different extra terms, not copies of it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
+from jaxunlearn.losses import cross_entropy
 from jaxunlearn.train import (
+    Batch,
     Phase,
     TrainState,
-    apply_gradients,
     cosine_with_warmup,
     weighted_accuracy,
 )
@@ -22,7 +32,91 @@ from jaxunlearn.unlearn.base import (
     register,
 )
 
-__all__ = ["make_cf"]
+__all__ = ["ExtraLoss", "apply_masked_gradients", "constant_with_warmup", "finetune_step",
+           "make_cf"]
+
+Params = Any
+
+ExtraLoss = Callable[[Params, jax.Array, Batch, Any], jax.Array]
+"""``extra(params, logits_NxC, batch, aux) -> scalar``: a method's own term added to the loss
+(``aux`` is the state's auxiliary state, e.g. the teacher's parameters)."""
+
+
+def apply_masked_gradients(state: TrainState, grads: Params, tx: optax.GradientTransformation,
+                           mask: Params | None = None) -> TrainState:
+    """One optimiser update in which only the entries where ``mask`` is true move.
+
+    The *update* (after momentum and coupled weight decay) is masked, not the gradient, so a
+    masked-out weight keeps its value exactly: a pruned weight (0) stays 0 and a weight outside
+    SalUn's saliency mask keeps its original value.
+
+    Args:
+      state: the training state.
+      grads: gradients, a pytree like ``state.params``.
+      tx: the optimiser.
+      mask: boolean pytree like ``state.params``, or ``None`` (update everything).
+
+    Returns:
+      The updated state (step counter incremented).
+    """
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if mask is not None:
+        updates = jax.tree.map(lambda u, m: jnp.where(m, u, jnp.zeros_like(u)), updates, mask)
+    return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+                          step=state.step + 1)
+
+
+def finetune_step(apply_fn: Callable, tx: optax.GradientTransformation, *,
+                  primary_loss: PrimaryLoss | None = None, ce_weight: float = 1.0,
+                  extra_loss: ExtraLoss | None = None, masked: bool = False) -> Callable:
+    """A phase step minimising ``ce_weight · primary(CE) + extra`` on one batch.
+
+    Args:
+      apply_fn: ``apply_fn(params, x) -> logits``.
+      tx: the optimiser (injected learning rate).
+      primary_loss: the hook applied to the batch's per-example CE (default: weighted mean).
+      ce_weight: the weight of the primary term (SCRUB: 0.99).
+      extra_loss: the method's own term, ``extra(params, logits, batch, aux)``.
+      masked: update only where ``state.aux["mask"]`` is true (:func:`apply_masked_gradients`).
+
+    Returns:
+      ``step(state, batch, data, key) -> (state, {"loss", "acc"})``.
+    """
+    primary = primary_loss or mean_primary_loss
+
+    def step(state: TrainState, batch: Batch, data, key: jax.Array):
+        def loss_fn(params):
+            logits = apply_fn(params, batch.x)
+            loss = primary(cross_entropy(logits, batch.y), batch.w, params, data, key)
+            if ce_weight != 1.0:
+                loss = ce_weight * loss
+            if extra_loss is not None:
+                loss = loss + extra_loss(params, logits, batch, state.aux)
+            return loss, logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        mask = state.aux["mask"] if masked else None
+        return apply_masked_gradients(state, grads, tx, mask), {
+            "loss": loss, "acc": weighted_accuracy(logits, batch)}
+
+    return step
+
+
+def constant_with_warmup(lr: float, warmup_epochs: int = 0) -> Callable[[int], float]:
+    """Per-epoch schedule: linear warm-up ``lr·(e+1)/warmup`` then the constant ``lr``."""
+
+    def schedule(epoch: int) -> float:
+        if epoch < warmup_epochs:
+            return lr * (epoch + 1) / warmup_epochs
+        return lr
+
+    return schedule
+
+
+def _check_budget(epochs: int, batch_size: int, lr: float) -> None:
+    if epochs < 0 or batch_size < 1 or not lr >= 0:
+        raise ValueError(f"expected epochs >= 0, batch_size >= 1 and lr >= 0; got epochs={epochs}, "
+                         f"batch_size={batch_size}, lr={lr}")
 
 
 @register("cf")
@@ -41,18 +135,9 @@ def make_cf(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float = 
       primary_loss: the loss on the batch's per-example CE (default: the mean); A-AMU's hook.
     """
     del init_fn
+    _check_budget(epochs, batch_size, lr)
     tx = make_optimizer(optimizer, lr, momentum, weight_decay)
-    primary = primary_loss or mean_primary_loss
-
-    def step(state: TrainState, batch, data, key):
-        def loss_fn(params):
-            logits = apply_fn(params, batch.x)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.y)
-            return primary(ce, batch.w, params, data, key), logits
-
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        return apply_gradients(state, grads, tx), {"loss": loss,
-                                                   "acc": weighted_accuracy(logits, batch)}
+    step = finetune_step(apply_fn, tx, primary_loss=primary_loss)
 
     def init(key: jax.Array, params, data) -> TrainState:
         del key, data
