@@ -50,7 +50,8 @@ def average_gap(records: Sequence[dict], method: str, condensed: bool, round_: i
 
 
 def results_table(records: Sequence[dict], round_: int | None = None) -> str:
-    """The markdown table: one row per method, w/o and with condensation side by side."""
+    """Markdown tables, one per condensation setting (without, then with Blend), one row per
+    method; with several rounds, one pair of tables per round."""
     groups = _group(records)
     rounds = sorted({k[2] for k in groups}) if round_ is None else [round_]
     methods = list(dict.fromkeys(r["method"] for r in records))
@@ -59,25 +60,29 @@ def results_table(records: Sequence[dict], round_: int | None = None) -> str:
             ("gap to Retrain", None), ("train size", "train_size")]
     lines = []
     for rnd in rounds:
-        if len(rounds) > 1:
-            lines.append(f"\n### Round {rnd}\n")
-        head = "| method | " + " | ".join(f"{c} w/o DC | {c} w DC" for c, _ in cols) + " | seeds |"
-        lines += [head, "|" + "---|" * (2 * len(cols) + 2)]
-        for m in methods:
-            cells = []
-            n_seeds = 0
-            for _, field in cols:
-                for condensed in (False, True):
-                    rs = groups.get((m, condensed, rnd), [])
-                    n_seeds = max(n_seeds, len(rs))
+        for condensed in (False, True):
+            rows = []
+            for m in methods:
+                rs = groups.get((m, condensed, rnd), [])
+                if not rs:
+                    continue
+                cells = []
+                for _, field in cols:
                     if field is None:
                         cells.append(format_ci(average_gap(records, m, condensed, rnd))
                                      if m not in ("retrain", "original") else "–")
                     else:
                         digits = 0 if field == "train_size" else (3 if field.endswith("_s") else 2)
                         cells.append(format_ci([r.get(field) for r in rs], digits))
-            if n_seeds:
-                lines.append(f"| {m} | " + " | ".join(cells) + f" | {n_seeds} |")
+                rows.append(f"| {m} | " + " | ".join(cells) + f" | {len(rs)} |")
+            if not rows:
+                continue
+            title = "with Blend condensation (w DC)" if condensed else "without condensation (w/o DC)"
+            if len(rounds) > 1:
+                title = f"Round {rnd}, {title}"
+            lines += [f"\n### {title[0].upper()}{title[1:]}\n",
+                      "| method | " + " | ".join(c for c, _ in cols) + " | seeds |",
+                      "|---|" + "---|" * (len(cols) + 1), *rows]
     return "\n".join(lines)
 
 
