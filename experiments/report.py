@@ -77,7 +77,8 @@ def results_table(records: Sequence[dict], round_: int | None = None) -> str:
                 rows.append(f"| {m} | " + " | ".join(cells) + f" | {len(rs)} |")
             if not rows:
                 continue
-            title = "with Blend condensation (w DC)" if condensed else "without condensation (w/o DC)"
+            title = ("with Blend condensation (w DC)" if condensed
+                     else "without condensation (w/o DC)")
             if len(rounds) > 1:
                 title = f"Round {rnd}, {title}"
             lines += [f"\n### {title[0].upper()}{title[1:]}\n",
