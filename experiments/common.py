@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -42,11 +43,14 @@ __all__ = [
     "config_from_args",
     "load_records",
     "load_study_dataset",
+    "method_hparams",
     "open_study",
     "original_record",
     "prepare_seed",
     "prepare_workdir",
+    "registry_name",
     "run_study",
+    "split_variant",
     "synthetic_dataset",
     "validate_config",
 ]
@@ -128,7 +132,7 @@ def record_key(r: dict) -> tuple:
 def validate_config(cfg: StudyConfig) -> None:
     """Raise ValueError on anything that would fail later, before data or training."""
     known = available_methods()
-    unknown = [m for m in cfg.methods if m not in known]
+    unknown = [m for m in cfg.methods if registry_name(m) not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; registered: {', '.join(known)}")
     if not cfg.methods:
@@ -146,7 +150,52 @@ def validate_config(cfg: StudyConfig) -> None:
         raise ValueError(f"ipc must be >= 1, got {cfg.ipc}")
     for m in cfg.methods:  # building a method checks its hyper-parameters
         for condensed in cfg.condensation:
-            make_method(m, lambda p, x: x, init_fn=lambda k: None, **cfg.hparams(m, condensed))
+            make_method(registry_name(m), lambda p, x: x, init_fn=lambda k: None,
+                        **method_hparams(cfg, m, condensed))
+
+
+# ---------------------------------------------------------------------------------------------
+# Named hyper-parameter variants of one registered method: "a_cf[ecdf=anchored]"
+
+
+def split_variant(name: str) -> tuple[str, dict[str, Any]]:
+    """``"a_cf[ecdf=anchored,lr=1e-3]"`` -> ``("a_cf", {"ecdf": "anchored", "lr": 0.001})``.
+
+    A study can run one registered method under several hyper-parameter variants: each variant
+    is a method name of its own (its rows, records and unlearning key are its own), built from
+    the registry entry before ``[``. Values are JSON (``1e-3``, ``true``) or bare strings.
+    """
+    if "[" not in name:
+        return name, {}
+    if not name.endswith("]") or name.index("[") == 0:
+        raise ValueError(f"method variant must look like 'method[key=value,...]'; got {name!r}")
+    base, inner = name[:-1].split("[", 1)
+    overrides: dict[str, Any] = {}
+    for item in filter(None, (t.strip() for t in inner.split(","))):
+        if "=" not in item:
+            raise ValueError(f"method variant {name!r}: expected key=value, got {item!r}")
+        key, value = (t.strip() for t in item.split("=", 1))
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return base, overrides
+
+
+def registry_name(name: str) -> str:
+    """The registered method behind a (possibly variant) method name."""
+    return split_variant(name)[0]
+
+
+def method_hparams(cfg: StudyConfig, name: str, condensed: bool) -> dict[str, Any]:
+    """Hyper-parameters of ``name``: its base method's, then an entry of the variant's own full
+    name in ``method_hparams``/``method_hparams_dc`` if any, then the bracketed overrides."""
+    base, overrides = split_variant(name)
+    hp = cfg.hparams(base, condensed)
+    if name != base:
+        hp.update(cfg.hparams(name, condensed))
+    hp.update(overrides)
+    return hp
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,11 +431,12 @@ def run_one(cfg, paths, ctx, forget, name, condensed, data, stages, methods_cach
     """Build (once per study), run and evaluate one method; return its record."""
     key = (name, condensed)
     if key not in methods_cache:
-        methods_cache[key] = make_method(name, ctx.apply_fn, init_fn=ctx.init_fn,
-                                         **cfg.hparams(name, condensed))
+        methods_cache[key] = make_method(registry_name(name), ctx.apply_fn, init_fn=ctx.init_fn,
+                                         **method_hparams(cfg, name, condensed))
     method = methods_cache[key]
     start = ctx.original if params is None else params
-    key_m = jax.random.fold_in(ctx.keys["unlearn"], zlib.crc32(name.encode()))
+    # variants of one method share its unlearning key: their comparison is paired
+    key_m = jax.random.fold_in(ctx.keys["unlearn"], zlib.crc32(registry_name(name).encode()))
     out = run_method(method, start, data, key_m,
                      progress=f"{name}{' +DC' if condensed else ''} seed {ctx.seed}")
     train_size = int(data.retain.n) if method.uses_retain else 0
@@ -475,7 +525,8 @@ def build_parser(description: str, configs: Sequence[str] | None = None):
 
 
 def _parse_list(text: str, cast=str) -> tuple:
-    return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
+    # commas inside brackets belong to a method variant ("a_cf[ecdf=paper,lr=1e-3]")
+    return tuple(cast(t.strip()) for t in re.split(r",(?![^\[]*\])", text) if t.strip())
 
 
 def config_from_args(cfg: StudyConfig, args) -> StudyConfig:

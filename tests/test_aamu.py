@@ -1,0 +1,328 @@
+"""A-AMU wrapper: on-device sampling, the exact objective, the stopped unseen branch, one golden
+step, and forgetting on a tiny problem (SPEC §4).
+
+Golden values: ``GOLDEN`` holds the loss and a parameter checksum after one ``a_cf`` step on the
+tiny problem of :func:`_golden_problem`. They change only when the A-AMU objective, the sampling,
+the model initialisation, the optimiser or the registered defaults of ``a_cf`` (e.g. its ``ecdf``
+mode) change. To update them on purpose, run ``python tests/test_aamu.py`` (with the package
+importable), which prints the new values, and paste them here with the reason in the commit
+message.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special, stats
+
+from jaxunlearn.losses import aamu_regulariser, cross_entropy, steepened_loss
+from jaxunlearn.metrics import accuracy
+from jaxunlearn.models import build_model, init_params
+from jaxunlearn.train import Batch, Pool, fit, make_pool, sgd
+from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
+from jaxunlearn.unlearn.aamu import aamu_primary_loss, sample_forget_unseen
+from jaxunlearn.unlearn.base import UnlearnData
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _id_pool(labels: np.ndarray, capacity: int) -> Pool:
+    """A pool whose row i holds the value i + 1 in every pixel (padding rows are 0)."""
+    n = len(labels)
+    x = np.broadcast_to((np.arange(n, dtype=np.float32) + 1)[:, None, None, None],
+                        (n, 2, 2, 1)).copy()
+    return make_pool(x, np.asarray(labels, np.int32), capacity)
+
+
+def _ids(x_Mx2x2x1: jax.Array) -> np.ndarray:
+    """Row ids (0-based; -1 for padding rows) of sampled images built by :func:`_id_pool`."""
+    return np.asarray(x_Mx2x2x1)[:, 0, 0, 0].astype(int) - 1
+
+
+def _sampling_data(forget_labels, unseen_labels, forget_cap=64, unseen_cap=64,
+                   num_classes=4) -> UnlearnData:
+    retain = make_pool(np.zeros((1, 2, 2, 1), np.float32), np.zeros(1, np.int32))
+    return UnlearnData(retain, _id_pool(np.asarray(forget_labels), forget_cap),
+                       _id_pool(np.asarray(unseen_labels), unseen_cap), num_classes)
+
+
+# ---------------------------------------------------------------------------------- sampling
+
+
+def test_forget_sample_is_uniform_without_replacement_and_never_padding():
+    data = _sampling_data(np.zeros(40, int), np.zeros(30, int), forget_cap=64)
+    draw = jax.jit(lambda k: sample_forget_unseen(k, data, 16))
+    counts = np.zeros(40)
+    for i in range(400):
+        s = draw(jax.random.key(i))
+        chex.assert_shape(s.forget_x, (16, 2, 2, 1))
+        ids = _ids(s.forget_x)
+        assert np.all(np.asarray(s.forget_w) == 1.0)      # 40 valid rows ≥ 16 slots
+        assert len(set(ids)) == 16                        # without replacement
+        assert ids.min() >= 0 and ids.max() < 40          # padding rows (40..63) never drawn
+        counts[ids] += 1
+    # each row is drawn with probability 16/40: 160 times in 400 draws (± 3.3 sd ≈ ±32)
+    assert np.abs(counts - 160).max() < 40
+    chi2 = np.sum((counts - 160) ** 2 / 160)
+    assert stats.chi2.sf(chi2, 39) > 1e-3
+
+
+def test_unseen_sample_is_restricted_to_the_classes_of_the_forget_sample():
+    rng = np.random.default_rng(0)
+    forget_y = rng.integers(0, 4, 12)   # several classes, fewer than m: all of them are drawn
+    forget_y[:3] = 1                    # class 3 is absent from the forget pool
+    forget_y[forget_y == 3] = 2
+    unseen_y = np.repeat(np.arange(4), 10)
+    data = _sampling_data(forget_y, unseen_y)
+    for i in range(20):
+        s = sample_forget_unseen(jax.random.key(i), data, 8)
+        fw, uw = np.asarray(s.forget_w), np.asarray(s.unseen_w)
+        present = set(np.asarray(s.forget_y)[fw > 0].tolist())
+        got = np.asarray(s.unseen_y)[uw > 0]
+        assert set(got.tolist()) <= present and 3 not in got
+        ids = _ids(s.unseen_x)[uw > 0]
+        np.testing.assert_array_equal(unseen_y[ids], got)  # labels belong to the drawn rows
+        assert len(set(ids.tolist())) == len(ids)
+        # every eligible unseen row competes: as many are drawn as slots allow
+        eligible = np.isin(unseen_y, list(present)).sum()
+        assert uw.sum() == min(8, eligible)
+
+
+def test_small_pools_give_weight_zero_slots_and_use_every_example_once():
+    # 5 forget rows of class 2, 3 unseen rows of class 2 (+ others), m = 16 > both
+    forget_y = np.full(5, 2)
+    unseen_y = np.array([0, 2, 1, 2, 3, 2, 0])
+    data = _sampling_data(forget_y, unseen_y, forget_cap=64, unseen_cap=64)
+    s = sample_forget_unseen(jax.random.key(3), data, 16)
+    chex.assert_shape([s.forget_x, s.unseen_x], (16, 2, 2, 1))
+    fw, uw = np.asarray(s.forget_w), np.asarray(s.unseen_w)
+    assert fw.sum() == 5 and uw.sum() == 3
+    assert sorted(_ids(s.forget_x)[fw > 0].tolist()) == [0, 1, 2, 3, 4]
+    assert sorted(_ids(s.unseen_x)[uw > 0].tolist()) == [1, 3, 5]
+    # a pool smaller than m: min(m, capacity) slots (static)
+    data = _sampling_data(forget_y, unseen_y, forget_cap=8, unseen_cap=8)
+    s = sample_forget_unseen(jax.random.key(3), data, 16)
+    chex.assert_shape([s.forget_x, s.unseen_x], (8, 2, 2, 1))
+    assert float(s.forget_w.sum()) == 5 and float(s.unseen_w.sum()) == 3
+
+
+def test_empty_forget_pool_gives_no_unseen_sample():
+    data = _sampling_data(np.zeros(0, int), np.zeros(10, int))
+    s = sample_forget_unseen(jax.random.key(0), data, 4)
+    assert float(s.forget_w.sum()) == 0 and float(s.unseen_w.sum()) == 0
+
+
+# ---------------------------------------------------------------------------------- objective
+
+
+def _tiny_problem(seed=0, n_per_class=24, num_classes=3):
+    rng = np.random.default_rng(seed)
+    protos = rng.normal(size=(num_classes, 8, 8, 1)).astype(np.float32)
+    def draw(n):
+        y = np.repeat(np.arange(num_classes), n).astype(np.int32)
+        x = protos[y] + 0.7 * rng.normal(size=(len(y), 8, 8, 1)).astype(np.float32)
+        return x, y
+    (x, y), (ux, uy) = draw(n_per_class), draw(n_per_class // 2)
+    model = build_model("convnet", num_classes, depth=2, width=8)
+    # ×3: logits as spread as a trained model's, so losses (and the regulariser) differ
+    params = jax.tree.map(lambda a: 3.0 * a, init_params(model, jax.random.key(seed), (8, 8, 1)))
+    forget = y == 0
+    data = make_unlearn_data((x[~forget], y[~forget]), (x[forget], y[forget]), (ux, uy),
+                             num_classes)
+    return model, params, data
+
+
+def _np_ce(logits, y):
+    logits = np.asarray(logits, np.float64)
+    return -(logits - special.logsumexp(logits, axis=1, keepdims=True))[np.arange(len(y)), y]
+
+
+def _np_scores(ell, k, mode, anchor=None):
+    ref = ell if anchor is None else anchor
+    d = ell[:, None] - ref[None, :]
+    if mode == "reference":
+        d = np.maximum(d, 0.0)
+    q = special.expit(k * d).mean(axis=1)
+    return np.clip(stats.norm.ppf(q), -60, 60)
+
+
+def _np_mmd2(a, b):
+    kern = lambda u, v: np.exp(-0.5 * (u[:, None] - v[None, :]) ** 2).mean()
+    return kern(a, a) + kern(b, b) - 2 * kern(a, b)
+
+
+@pytest.mark.parametrize("ecdf,steepen", [("paper", "batch_mean_squared"),
+                                          ("reference", "per_example_squared"),
+                                          ("anchored", "batch_mean_squared")])
+def test_step_loss_is_steepened_ce_plus_lambda_mmd2_by_hand(ecdf, steepen):
+    model, params, data = _tiny_problem()
+    b, lam, k = 8, 34.0, 2.0
+    method = make_method("a_cf", model.apply, batch_size=b, ecdf=ecdf, steepen=steepen)
+    step = method.phases(0)[0].step
+    state = method.init(jax.random.key(0), params, data)
+    idx = jnp.arange(b)
+    batch = Batch(data.retain.x[idx], data.retain.y[idx], jnp.ones(b).at[-2:].set(0.0))
+    key = jax.random.key(5)
+    _, metrics = jax.jit(step)(state, batch, data, key)
+
+    # by hand, in float64, from the logits alone, keeping only the real (weight-1) examples
+    s = sample_forget_unseen(key, data, 4 * b)
+    fw, uw = np.asarray(s.forget_w) > 0, np.asarray(s.unseen_w) > 0
+    assert fw.sum() == 24 and uw.sum() == 12   # smaller pools than 4b = 32: weight-0 slots
+    apply = jax.jit(model.apply)
+    ce_r = _np_ce(apply(params, batch.x), np.asarray(batch.y))[:b - 2]
+    ce_f = _np_ce(apply(params, s.forget_x), np.asarray(s.forget_y))[fw]
+    ce_u = _np_ce(apply(params, s.unseen_x), np.asarray(s.unseen_y))[uw]
+    primary = ce_r.mean() ** 2 if steepen == "batch_mean_squared" else np.mean(ce_r ** 2)
+    l_f, l_u = np.log1p(ce_f), np.log1p(ce_u)
+    z_u = _np_scores(l_u, k, "paper" if ecdf == "anchored" else ecdf)
+    z_f = _np_scores(l_f, k, ecdf, anchor=l_u if ecdf == "anchored" else None)
+    expected = primary + lam * _np_mmd2(z_u, z_f)
+    assert float(metrics["loss"]) == pytest.approx(expected, rel=2e-5)
+    assert lam * _np_mmd2(z_u, z_f) > 1e-3 * expected  # the regulariser is really in the sum
+
+
+def test_no_gradient_flows_through_the_unseen_branch():
+    model, params, data = _tiny_problem(seed=1)
+    b = 8
+    primary = aamu_primary_loss(model.apply, batch_size=b, ecdf="paper")
+    key = jax.random.key(2)
+    idx = jnp.arange(b)
+    x, y, w = data.retain.x[idx], data.retain.y[idx], jnp.ones(b)
+
+    def wrapped(p):
+        return primary(cross_entropy(model.apply(p, x), y), w, p, data, key)
+
+    # the same objective with the unseen losses frozen as constants computed beforehand
+    s = sample_forget_unseen(key, data, 4 * b)
+    unseen_ce = cross_entropy(jax.jit(model.apply)(params, s.unseen_x), s.unseen_y)
+
+    def frozen(p):
+        forget_ce = cross_entropy(model.apply(p, s.forget_x), s.forget_y)
+        return steepened_loss(cross_entropy(model.apply(p, x), y), w) + 34.0 * aamu_regulariser(
+            forget_ce, unseen_ce, s.forget_w, s.unseen_w, k=2.0, kappa=60.0, mode="paper")
+
+    assert float(jax.jit(wrapped)(params)) == pytest.approx(float(jax.jit(frozen)(params)),
+                                                            rel=1e-6)
+    chex.assert_trees_all_close(jax.jit(jax.grad(wrapped))(params),
+                                jax.jit(jax.grad(frozen))(params), rtol=1e-4, atol=1e-5)
+    # structurally: the backward pass differentiates two forward passes (retain, forget), not
+    # three. A ConvNet-2 pass has 2 convolutions; differentiating it adds 2 kernel-gradient and
+    # 1 input-gradient convolutions (the images need none).
+    n_convs = str(jax.make_jaxpr(jax.grad(wrapped))(params)).count("conv_general_dilated")
+    assert n_convs == 3 * 2 + 2 * 3
+
+
+def test_a_scrub_and_a_sparse_wrap_their_base_objectives():
+    model, params, data = _tiny_problem(seed=2)
+    b = 8
+    idx = jnp.arange(b)
+    batch = Batch(data.retain.x[idx], data.retain.y[idx], jnp.ones(b))
+    key = jax.random.key(4)
+    losses, methods = {}, {}
+    for name in ("a_cf", "a_scrub", "a_sparse"):
+        methods[name] = m = make_method(name, model.apply, batch_size=b)
+        assert (m.epochs, m.hparams["batch_size"]) == (1, b)
+        retain = m.phases(0)[-1]
+        assert retain.stream == "retain"
+        state = m.init(jax.random.key(0), params, data)
+        losses[name] = float(jax.jit(retain.step)(state, batch, data, key)[1]["loss"])
+    assert [p.stream for p in methods["a_scrub"].phases(0)] == ["forget", "retain"]
+    steep = float(np.mean(_np_ce(jax.jit(model.apply)(params, batch.x), np.asarray(batch.y)))) ** 2
+    # A-SCRUB: 0.99·(mean CE)² + λ·MMD² + 0.001·KL, with KL = 0 while student = teacher
+    assert losses["a_scrub"] == pytest.approx(losses["a_cf"] - 0.01 * steep, rel=1e-5)
+    # A-Sparse: (mean CE)² + λ·MMD² + α‖θ‖₁ with a constant α = 1e-4
+    l1 = sum(float(jnp.abs(p).sum()) for p in jax.tree.leaves(params))
+    assert losses["a_sparse"] == pytest.approx(losses["a_cf"] + 1e-4 * l1, rel=1e-5)
+
+
+def test_bad_options_are_clear_errors():
+    with pytest.raises(ValueError, match="ecdf must be one of"):
+        make_method("a_cf", lambda p, x: x, ecdf="ranked")
+    with pytest.raises(ValueError, match="steepen must be one of"):
+        make_method("a_cf", lambda p, x: x, steepen="cubed")
+    with pytest.raises(ValueError, match="lam >= 0"):
+        make_method("a_cf", lambda p, x: x, lam=-1.0)
+    with pytest.raises(ValueError, match="samples_per_step >= 1"):
+        make_method("a_sparse", lambda p, x: x, samples_per_step=0)
+
+
+def test_study_variants_of_an_aamu_method_resolve_to_the_registered_wrapper():
+    from experiments.aamu_ablation import variant_names
+    from experiments.common import _parse_list, method_hparams, registry_name, split_variant
+    from experiments.configs.digits import get_config
+
+    cfg = get_config()
+    name = "a_cf[ecdf=paper,lr=1e-3]"
+    assert split_variant(name) == ("a_cf", {"ecdf": "paper", "lr": 1e-3})
+    assert registry_name(name) == "a_cf" and split_variant("cf") == ("cf", {})
+    hp = method_hparams(cfg, name, condensed=False)
+    assert hp == {**cfg.method_hparams["a_cf"], "ecdf": "paper", "lr": 1e-3}
+    assert _parse_list(f"cf,{name}") == ("cf", name)
+    with pytest.raises(ValueError, match="key=value"):
+        split_variant("a_cf[ecdf]")
+    names = variant_names("a_cf")
+    assert len(names) == 6 == len({split_variant(n)[1].values().__repr__() for n in names})
+    for n in names:  # every variant builds
+        make_method(registry_name(n), lambda p, x: x, **method_hparams(cfg, n, False))
+
+
+# ---------------------------------------------------------------------------------- golden step
+
+# loss of the first a_cf step and Σ|θ| after it on _golden_problem(); see the module docstring
+GOLDEN = {"loss": 2.206056594848633, "abs_sum": 218.63234839588404}
+
+
+def _golden_problem():
+    model, params, data = _tiny_problem(seed=7)
+    method = make_method("a_cf", model.apply, batch_size=8, lr=1e-3)
+    step = jax.jit(method.phases(0)[0].step)
+    state = method.init(jax.random.key(0), params, data)
+    idx = jnp.arange(8)
+    batch = Batch(data.retain.x[idx], data.retain.y[idx], jnp.ones(8))
+    new, metrics = step(state, batch, data, jax.random.key(11))
+    abs_sum = sum(float(jnp.abs(p).sum()) for p in jax.tree.leaves(new.params))
+    return {"loss": float(metrics["loss"]), "abs_sum": abs_sum}
+
+
+def test_golden_values_of_one_a_cf_step():
+    got = _golden_problem()
+    assert got["loss"] == pytest.approx(GOLDEN["loss"], rel=1e-5)
+    assert got["abs_sum"] == pytest.approx(GOLDEN["abs_sum"], rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------- forgetting
+
+
+def test_a_cf_drives_forget_accuracy_down_on_a_tiny_problem():
+    # an original model that memorises its training set: noisy 8×8 images, 16 per class, so its
+    # losses on forget examples are far below those on unseen examples of the same class (the
+    # membership signal A-AMU removes)
+    rng = np.random.default_rng(0)
+    protos = rng.normal(size=(4, 8, 8, 1)).astype(np.float32)
+
+    def draw(n):
+        y = np.repeat(np.arange(4), n).astype(np.int32)
+        return protos[y] + 4.0 * rng.normal(size=(len(y), 8, 8, 1)).astype(np.float32), y
+
+    (x, y), (ux, uy) = draw(16), draw(16)
+    model = build_model("convnet", 4, depth=2, width=16)
+    params = fit(model.apply, init_params(model, jax.random.key(0), (8, 8, 1)), make_pool(x, y),
+                 jax.random.key(1), epochs=60, batch_size=16,
+                 optimizer=sgd(0.05, 0.9, 5e-4)).params
+    forget = y == 0
+    assert accuracy(model.apply, params, x[forget], y[forget]) == 100.0
+    data = make_unlearn_data((x[~forget], y[~forget]), (x[forget], y[forget]), (ux, uy), 4)
+    # 6 retain batches of 8 per epoch: 5 epochs at lr 1e-3 stand for the paper's one long epoch
+    method = make_method("a_cf", model.apply, batch_size=8, lr=1e-3, epochs=5)
+    out = run_method(method, params, data, jax.random.key(2))
+    chex.assert_tree_all_finite(out.params)
+    assert accuracy(model.apply, out.params, x[forget], y[forget]) <= 50.0
+    assert accuracy(model.apply, out.params, x[~forget], y[~forget]) >= 90.0
+
+
+if __name__ == "__main__":
+    print("GOLDEN =", _golden_problem())

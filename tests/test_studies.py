@@ -1,0 +1,372 @@
+"""Studies beyond class forgetting: uniform, multi-round, ablation; their configs and plots.
+
+The study tests run the real pipeline on the embedded digits with a tiny configuration (one
+seed, a width-16 ConvNet, 2 original epochs, 1 unlearning epoch, 2 Blend iterations). The
+original model is trained once (by the uniform study) and its checkpoint copied into the other
+studies' workdirs, which is what a resumed study would find.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from experiments import ablations, common, multiround, plots, uniform_forget
+from experiments.configs import cinic10, svhn
+from experiments.configs.uniform import DATASET_CONFIGS, dataset_config
+from experiments.configs.uniform import get_config as uniform_config
+from jaxunlearn.unlearn import available_methods
+
+WRITE_PLOTS = plots.write_plots  # the real one (the study tests stub it out)
+
+
+def _tiny(cfg):
+    cfg.seeds = (0,)
+    cfg.model_kwargs = dict(depth=2, width=16)
+    cfg.original = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=2,
+                        warmup_epochs=0)
+    cfg.condense_net = dict(width=16, depth=None)
+    cfg.methods = ("cf",)
+    cfg.method_hparams["cf"].update(epochs=1, warmup_epochs=0)
+    cfg.blend = dict(cfg.blend, iterations=2)
+    return cfg
+
+
+def _copy_original(src: str, dst: str) -> None:
+    os.makedirs(os.path.join(dst, "checkpoints"), exist_ok=True)
+    for name in ("original_seed0", "original_seed0.json"):
+        s, d = os.path.join(src, "checkpoints", name), os.path.join(dst, "checkpoints", name)
+        (shutil.copytree if os.path.isdir(s) else shutil.copy)(s, d)
+
+
+@pytest.fixture(scope="module")
+def no_plots():
+    """Study tests check records and tables; the figures are tested on their own below."""
+    saved = plots.write_plots
+    plots.write_plots = lambda workdir, records: []
+    yield
+    plots.write_plots = saved
+
+
+@pytest.fixture(scope="module")
+def uniform_run(tmp_path_factory, no_plots):
+    cfg = _tiny(uniform_forget.get_config())
+    workdir = str(tmp_path_factory.mktemp("uniform"))
+    return cfg, workdir, uniform_forget.run(cfg, workdir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+
+
+def test_dataset_configs_carry_the_papers_settings():
+    assert set(DATASET_CONFIGS) >= {"digits", "cifar10", "svhn", "cinic10", "svhn:cpu",
+                                    "cinic10:cpu", "cifar10:cpu", "synthetic"}
+    s, c = svhn.get_config(), cinic10.get_config()
+    assert (s.dataset, s.model, s.ipc) == ("svhn", "resnet18", 100)
+    assert (c.dataset, c.model, c.ipc) == ("cinic10", "resnet18", 800)
+    assert s.method_hparams["a_cf"]["lr"] == 2.4e-4 and c.method_hparams["a_cf"]["lr"] == 1e-4
+    # clusters keep the paper's size in the CPU variants (≈45 SVHN, ≈11 CINIC-10 per cluster)
+    assert svhn.get_config("cpu").ipc == 11 and cinic10.get_config("cpu").ipc == 44
+    for name in DATASET_CONFIGS:
+        cfg = uniform_config(name, 0.5)
+        assert cfg.scenario == "uniform" and cfg.forget_fraction == 0.5
+        assert cfg.seeds == (0, 1, 2)
+        common.validate_config(cfg)
+    with pytest.raises(ValueError, match="unknown config 'mnist'"):
+        dataset_config("mnist")
+    with pytest.raises(ValueError, match="variant"):
+        svhn.get_config("tpu")
+
+
+def test_cli_rejects_unknown_config_and_bad_fraction(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        uniform_forget.main(["--workdir", str(tmp_path), "--config", "nope"])
+    code = uniform_forget.main(["--workdir", str(tmp_path), "--set", "forget_fraction=1.5"])
+    assert code == 2 and "forget_fraction" in capsys.readouterr().err
+
+
+def test_synthetic_data_is_cifar_shaped_and_learnable():
+    ds = common.synthetic_dataset(20, 5)
+    assert ds.x_train.shape == (200, 32, 32, 3) and ds.x_test.shape == (50, 32, 32, 3)
+    assert np.bincount(ds.y_train).tolist() == [20] * 10
+    # class structure: nearest class mean of the training set classifies most test images
+    means = np.stack([ds.x_train[ds.y_train == c].mean(0) for c in range(10)])
+    d = ((ds.x_test[:, None] - means[None]) ** 2).sum((2, 3, 4))
+    assert (d.argmin(1) == ds.y_test).mean() > 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Uniform forgetting
+
+
+def test_uniform_study_records_tables_and_resume(uniform_run):
+    cfg, workdir, records = uniform_run
+    assert {(r["method"], r["condensed"]) for r in records} == {
+        ("original", False), ("cf", False), ("cf", True)}
+    n_train = records[0]["forget_size"] + records[0]["retain_size"]
+    for r in records:
+        assert r["scenario"] == "uniform" and r["round"] == 0 and r["forget_classes"] == []
+        assert abs(r["forget_size"] / n_train - 0.1) < 0.002
+        hist = r["loss_hist"]  # counts of every forget example, before and after
+        assert sum(hist["forget"]) == r["forget_size"]
+        assert len(hist["edges"]) == len(hist["forget"]) + 1
+    dc = next(r for r in records if r["condensed"])
+    assert dc["train_size"] < dc["retain_size"]  # Blend reduced the retain set
+    assert dc["total_s"] == pytest.approx(
+        dc["unlearn_s"] + dc["embed_s"] + dc["kmeans_s"] + dc["split_s"] + dc["blend_s"])
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["scenario"] == "uniform"
+    text = open(os.path.join(workdir, "results.md")).read()
+    assert "scenario uniform" in text and "| cf |" in text and "gap to Retrain" in text
+    # a rerun recomputes nothing
+    again = uniform_forget.run(cfg, workdir)
+    assert len(again) == len(records)
+
+
+def test_uniform_study_rejects_another_scenario(tmp_path):
+    cfg = uniform_forget.get_config()
+    cfg.scenario = "classwise"
+    with pytest.raises(ValueError, match="uniform"):
+        uniform_forget.run(cfg, str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-round
+
+
+class _Crash(Exception):
+    """A simulated interruption."""
+
+
+def _param_sum(params) -> float:
+    import jax
+
+    return float(sum(np.asarray(x, np.float64).sum() for x in jax.tree.leaves(params)))
+
+
+def test_multiround_continues_each_method_and_reuses_the_partition(uniform_run, tmp_path,
+                                                                  monkeypatch):
+    import experiments.condensation as glue
+
+    _, src, _ = uniform_run
+    cfg = _tiny(multiround.get_config())
+    cfg.condensation = (True,)
+    workdir = str(tmp_path / "mr")
+    _copy_original(src, workdir)
+
+    calls, partitions = [], []
+    real_run_method, real_partition = common.run_method, glue.partition_by_class
+
+    def recording_run_method(method, params, data, key, **kw):
+        if len(calls) == 1 and crash["on"]:  # an interruption during round 1
+            raise _Crash
+        out = real_run_method(method, params, data, key, **kw)
+        calls.append((_param_sum(params), _param_sum(out.params)))
+        return out
+
+    def counting_partition(*a, **kw):
+        partitions.append(1)
+        return real_partition(*a, **kw)
+
+    crash = {"on": True}
+    monkeypatch.setattr(common, "run_method", recording_run_method)
+    monkeypatch.setattr(glue, "partition_by_class", counting_partition)
+    with pytest.raises(_Crash):
+        multiround.run(cfg, workdir)
+    crash["on"] = False
+    records = multiround.run(cfg, workdir)  # resumes at round 1 from the round-0 checkpoint
+
+    assert len(partitions) == 1  # the k-means partition is computed once, then reused
+    assert len(calls) == 3  # round 0 (first run), rounds 1 and 2 (resumed); nothing recomputed
+    for (_, out_prev), (start, _) in zip(calls[:-1], calls[1:], strict=True):
+        assert start == pytest.approx(out_prev, rel=1e-6)  # each round starts where it stopped
+    cf = sorted((r for r in records if r["method"] == "cf"), key=lambda r: r["round"])
+    assert [r["round"] for r in cf] == [0, 1, 2]
+    n = cf[0]["forget_size"] + cf[0]["retain_size"]
+    for r, frac in zip(cf, (0.1, 0.19, 0.271), strict=True):
+        assert abs(r["forget_size"] / n - frac) < 0.005
+        assert r["forget_size"] + r["retain_size"] == n
+    assert cf[0]["embed_s"] > 0 and cf[0]["kmeans_s"] > 0
+    for r in cf[1:]:  # later rounds: split + Blend only, the partition time is not charged
+        assert r["embed_s"] == 0 and r["kmeans_s"] == 0 and r["partition_reused_s"] > 0
+        assert r["total_s"] == pytest.approx(r["unlearn_s"] + r["split_s"] + r["blend_s"])
+    originals = [r for r in records if r["method"] == "original"]
+    assert sorted(r["round"] for r in originals) == [0, 1, 2]
+    text = open(os.path.join(workdir, "results.md")).read()
+    assert "### Round 2" in text and "## Over all rounds" in text
+    assert "## Blend stages, round 1" in text
+    assert os.listdir(os.path.join(workdir, "checkpoints", "multiround")) == []  # cleaned up
+    assert len(multiround.run(cfg, workdir)) == len(records)  # finished: nothing to do
+
+
+def test_multiround_rejects_class_forgetting(tmp_path):
+    cfg = multiround.get_config()
+    cfg.scenario = "classwise"
+    with pytest.raises(ValueError, match="uniform"):
+        multiround.run(cfg, str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ablation
+
+
+def test_ablation_variants_train_on_the_right_sets(uniform_run, tmp_path):
+    _, src, _ = uniform_run
+    cfg = _tiny(ablations.get_config())
+    method = "l1_sparse" if "l1_sparse" in available_methods() else "cf"
+    cfg.methods = (method,)
+    if method != "cf":
+        cfg.method_hparams[method].update(epochs=1)
+    cfg.variants = ("blend", "residual_raw", "full_retain")  # the others: sizes checked below
+    workdir = str(tmp_path / "abl")
+    _copy_original(src, workdir)
+    records = ablations.run(cfg, workdir)
+    by = {r.get("variant"): r for r in records}
+    assert set(by) == {None, *cfg.variants}
+    o = by[None]
+    assert o["method"] == "original" and o["free_acc"] is not None
+    n_free, n_res, n_clusters = o["n_free_images"], o["n_residual"], o["n_free_clusters"]
+    assert n_free + n_res == o["retain_size"] and 0 < n_clusters < n_free
+    assert by["full_retain"]["train_size"] == o["retain_size"]
+    assert by["residual_raw"]["train_size"] == n_res
+    assert by["blend"]["train_size"] == n_res + n_clusters
+    for v, r in by.items():
+        if v is None:
+            continue
+        assert r["method"] == method and r["condensed"] == (v == "blend")
+        assert 0 <= r["free_acc"] <= 100 and 0 <= r["residual_acc"] <= 100
+        if v == "full_retain":
+            assert r["total_s"] == r["unlearn_s"]
+        else:
+            assert r["total_s"] >= r["unlearn_s"] + r["embed_s"] + r["kmeans_s"]
+    text = open(os.path.join(workdir, "results.md")).read()
+    assert "free retain acc" in text and "residual raw + condensed free (the method)" in text
+    assert os.path.exists(os.path.join(workdir, "blend_grid.png"))
+    assert len(ablations.run(cfg, workdir)) == len(records)  # resumed: nothing recomputed
+
+    # every variant's retain set, from the same (cached) partition
+    paths = common.prepare_workdir(workdir)
+    ctx = common.prepare_seed(cfg, paths, common.load_study_dataset(cfg), 0)
+    forget = common.make_forget(cfg, ctx)
+    vs = ablations.variant_sets(cfg, paths, ctx, forget, tuple(ablations.VARIANTS))
+    size = {v: len(got[1]) for v, got in vs["sets"].items()}
+    assert size["free_raw"] == n_free and size["condensed_free"] == n_clusters
+    assert n_clusters < size["condense_all"] <= cfg.ipc * 10
+    assert 0 < size["condensed_residual"] < n_res
+    y = ctx.splits.train_y
+    for v in ("free_raw", "residual_raw", "full_retain"):  # raw sets keep the true labels
+        idx = {"free_raw": vs["free_idx"], "residual_raw": vs["residual_idx"],
+               "full_retain": forget.retain_idx}[v]
+        np.testing.assert_array_equal(np.sort(vs["sets"][v][1]), np.sort(y[idx]))
+    for v in ("condense_all", "condensed_residual"):  # blended sets: one image per cluster
+        assert vs["sets"][v][2]["blend_s"] > 0
+
+
+def test_ablation_rejects_unknown_variants(tmp_path):
+    cfg = ablations.get_config()
+    cfg.variants = ("blend", "everything")
+    with pytest.raises(ValueError, match="everything"):
+        ablations.run(cfg, str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def test_per_example_loss_and_histogram_match_hand_computation():
+    w = np.array([[1.0, -1.0, 0.5], [0.0, 2.0, -0.5]], np.float32)  # 2 features → 3 classes
+
+    def apply_fn(params, x):
+        return x.reshape(x.shape[0], -1) @ params
+
+    x = np.random.default_rng(0).normal(size=(37, 1, 1, 2)).astype(np.float32)
+    y = np.arange(37) % 3
+    logits = x.reshape(37, 2).astype(np.float64) @ w
+    expected = np.log(np.exp(logits).sum(1)) - logits[np.arange(37), y]
+    got = plots.per_example_loss(apply_fn, w, x, y, batch_size=16)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    h = plots.loss_histogram(apply_fn, w, (x, y), (x[:10], y[:10]), batch_size=16)
+    assert sum(h["forget"]) == 37 and sum(h["unseen"]) == 10
+    assert h["forget_mean"] == pytest.approx(expected.mean(), rel=1e-5)
+    json.dumps(h)  # JSON-ready
+
+
+def _fake_records(rounds=1, variants=False):
+    rng = np.random.default_rng(0)
+    k = len(plots.LOSS_EDGES) - 1
+    hist = {"edges": plots.LOSS_EDGES.tolist(), "forget": rng.integers(0, 5, k).tolist(),
+            "unseen": rng.integers(0, 5, k).tolist(), "forget_mean": 0.3, "unseen_mean": 0.5}
+    base = dict(study="s", dataset="digits", model="convnet", scenario="uniform", loss_hist=hist,
+                retain_size=700, forget_size=80)
+    out = []
+    for seed in range(3):
+        for rnd in range(rounds):
+            out.append({**base, "method": "original", "condensed": False, "seed": seed,
+                        "round": rnd, "mia": 55.0, "test_acc": 95.0, "forget_acc": 99.0,
+                        "retain_acc": 99.0, "unlearn_s": 0.0, "train_size": 800})
+            keys = ([("l1_sparse", v, v in ablations._BLEND_OF) for v in ablations.VARIANTS]
+                    if variants else [(m, None, c) for m in ("retrain", "cf", "a_cf")
+                                      for c in (False, True)])
+            for m, v, c in keys:
+                r = {**base, "method": m, "condensed": c, "seed": seed, "round": rnd,
+                     "mia": 50 + rng.normal(), "test_acc": 90 + rng.normal(),
+                     "forget_acc": 90 + rng.normal(), "retain_acc": 99.0,
+                     "unlearn_s": 1.0 + rng.random(), "total_s": 2.0 + rng.random() * (3 - c),
+                     "train_size": 400 if c else 700}
+                if v:
+                    r.update(variant=v, variant_desc=ablations.VARIANTS[v], free_acc=99.0,
+                             residual_acc=98.0)
+                out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("rounds,variants,expected", [
+    (1, False, {"tradeoff.png", "loss_hist.png"}),
+    (3, False, {"tradeoff.png", "loss_hist.png", "rounds.png"}),
+    (1, True, {"tradeoff.png", "loss_hist.png"}),
+])
+def test_write_plots_makes_readable_pngs(tmp_path, rounds, variants, expected):
+    from matplotlib.image import imread
+
+    from experiments.report import write_report
+
+    records = _fake_records(rounds, variants)
+    paths = WRITE_PLOTS(str(tmp_path), records)
+    assert {os.path.basename(p) for p in paths} == expected
+    for p in paths:
+        img = imread(p)
+        assert img.shape[0] > 300 and img.shape[1] > 600 and img.std() > 0.05  # drawn, not blank
+    text = write_report(str(tmp_path), records)
+    if rounds > 1:
+        assert "## Over all rounds" in text and "total s, all rounds" in text
+    if variants:
+        assert "condensed residual images only" in text and "gap to Retrain w" not in text
+
+
+def test_blend_grid_draws_blends_next_to_members(tmp_path):
+    from matplotlib.image import imread
+
+    from jaxunlearn.condense import BlendOutput
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 8, 8, 3)).astype(np.float32)
+    idx = np.array([[0, 1, 2, -1], [3, 4, -1, -1], [5, 6, 7, 8]], np.int32)
+    w = np.where(idx >= 0, 1.0, 0.0).astype(np.float32)
+    w /= w.sum(1, keepdims=True)
+    images = np.stack([(w[s, :, None, None, None] * x[np.maximum(idx[s], 0)]).sum(0)
+                       for s in range(3)])
+    blend = BlendOutput(images, np.array([0, 1, 2]), np.arange(3), w, idx, np.zeros(2), 0, 1.0,
+                        {})
+    p = plots.blend_grid_from_output(str(tmp_path / "g.png"), x, blend, rows=2, title="t")
+    img = imread(p)
+    assert img.shape[1] > img.shape[0] * 0.8  # 2 rows of up to 1 + 4 images
+    gray = plots.blend_grid(str(tmp_path / "h.png"), x[:2, :, :, :1],
+                            [x[:3, :, :, :1], x[3:4, :, :, :1]], labels=[0, 1])
+    assert os.path.getsize(gray) > 1000
+    with pytest.raises(ValueError, match="member arrays"):
+        plots.blend_grid(str(tmp_path / "bad.png"), x[:2], [x[:3]])
