@@ -47,9 +47,11 @@ __all__ = [
     "open_study",
     "original_record",
     "prepare_seed",
+    "preflight",
     "prepare_workdir",
     "registry_name",
     "run_study",
+    "seed_splits",
     "split_variant",
     "synthetic_dataset",
     "validate_config",
@@ -74,13 +76,18 @@ class StudyPaths(NamedTuple):
 
 def prepare_workdir(workdir: str) -> StudyPaths:
     """Create ``workdir`` (ValueError if it is a file) and name its files."""
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(f"--workdir {workdir!r} exists and is not a directory")
+    workdir = _check_workdir(workdir)
     os.makedirs(workdir, exist_ok=True)
     return StudyPaths(workdir, os.path.join(workdir, "config.json"),
                       os.path.join(workdir, "records.jsonl"), os.path.join(workdir, "results.md"),
                       os.path.join(workdir, "checkpoints"))
+
+
+def _check_workdir(workdir: str) -> str:
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir!r} exists and is not a directory")
+    return workdir
 
 
 def atomic_write(path: str, text: str | bytes) -> None:
@@ -288,11 +295,16 @@ def _restore_or_train(cfg: StudyConfig, paths: StudyPaths, seed: int, model, ini
     return out.params, info
 
 
+def seed_splits(cfg: StudyConfig, ds: Any, seed: int) -> Any:
+    """The data splits of ``seed`` (cheap: index arithmetic and copies, no training)."""
+    return jdata.make_splits(ds, unseen_pool=cfg.unseen_pool, unseen_fraction=cfg.unseen_fraction,
+                             val_fraction=cfg.val_fraction, seed=seed)
+
+
 def prepare_seed(cfg: StudyConfig, paths: StudyPaths, ds: Any, seed: int) -> SeedContext:
     """Splits, model and original parameters (restored from the checkpoint when present)."""
     keys = _keys(seed)
-    splits = jdata.make_splits(ds, unseen_pool=cfg.unseen_pool, unseen_fraction=cfg.unseen_fraction,
-                               val_fraction=cfg.val_fraction, seed=seed)
+    splits = seed_splits(cfg, ds, seed)
     model = build_model(cfg.model, ds.num_classes, **cfg.model_kwargs)
     shape = tuple(splits.train_x.shape[1:])
 
@@ -304,9 +316,31 @@ def prepare_seed(cfg: StudyConfig, paths: StudyPaths, ds: Any, seed: int) -> See
 
 
 def make_forget(cfg: StudyConfig, ctx: SeedContext, among=None) -> Any:
+    return _forget_set(cfg, ctx.splits, ctx.seed, among)
+
+
+def _forget_set(cfg: StudyConfig, splits: Any, seed: int, among=None) -> Any:
     return jdata.make_forget_set(
-        ctx.splits.train_y, cfg.scenario, num_classes=ctx.splits.num_classes, seed=ctx.seed,
+        splits.train_y, cfg.scenario, num_classes=splits.num_classes, seed=seed,
         classes=cfg.forget_classes, k=cfg.k_classes, fraction=cfg.forget_fraction, among=among)
+
+
+def preflight(cfg: StudyConfig, ds: Any) -> None:
+    """Check everything that depends on the data before any training: every seed's splits and
+    first forget request (bad, repeated or missing classes, forgetting every class, an empty
+    forget set) and, with condensation, that every class of every seed's training split holds
+    at least ``ipc`` images. Raises the ValueError the later stage would raise, minutes early."""
+    for seed in cfg.seeds:
+        splits = seed_splits(cfg, ds, seed)
+        _forget_set(cfg, splits, seed)
+        if True in cfg.condensation:
+            counts = np.bincount(splits.train_y, minlength=splits.num_classes)
+            if counts.min() < cfg.ipc:
+                small = ", ".join(f"class {c}: {n}" for c, n in enumerate(counts) if n < cfg.ipc)
+                raise ValueError(
+                    f"ipc={cfg.ipc} clusters per class needs at least {cfg.ipc} training images "
+                    f"in every class; seed {seed}'s training split has fewer ({small}); lower "
+                    "--ipc or run with --no_condensation")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,9 +418,11 @@ def open_study(cfg: StudyConfig, workdir: str, key: Callable[[dict], tuple] = re
     records already written (a rerun skips them).
     """
     validate_config(cfg)
-    paths = prepare_workdir(workdir)
-    _save_config(cfg, paths)
+    _check_workdir(workdir)
     ds = load_study_dataset(cfg)
+    preflight(cfg, ds)
+    paths = prepare_workdir(workdir)  # created only once the study is known to be runnable
+    _save_config(cfg, paths)
     return paths, ds, {key(r) for r in load_records(paths.records)}
 
 
@@ -536,7 +572,13 @@ def config_from_args(cfg: StudyConfig, args) -> StudyConfig:
                        else _parse_list(args.methods))
     if args.seeds:
         seeds = _parse_list(args.seeds, int)
-        cfg.seeds = tuple(range(seeds[0])) if len(seeds) == 1 and "," not in args.seeds else seeds
+        if len(seeds) == 1 and "," not in args.seeds:  # a count: seeds 0 .. N-1
+            if seeds[0] < 1:
+                raise ValueError(f"--seeds {args.seeds} selects no seed: a single number is a "
+                                 "count (--seeds 1 runs seed 0); pick seeds with a list such as "
+                                 "--seeds 0,4 or --seeds 7,")
+            seeds = tuple(range(seeds[0]))
+        cfg.seeds = seeds
     for field in ("dataset", "data_dir", "model", "ipc"):
         if getattr(args, field, None) is not None:
             setattr(cfg, field, getattr(args, field))

@@ -1,4 +1,5 @@
-"""Studies beyond class forgetting: uniform, multi-round, ablation; their configs and plots.
+"""The studies: class forgetting (the quick start), uniform, multi-round, ablation; their
+configs, their bad-input errors and their plots.
 
 The study tests run the real pipeline on the embedded digits with a tiny configuration (one
 seed, a width-16 ConvNet, 2 original epochs, 1 unlearning epoch, 2 Blend iterations). The
@@ -15,7 +16,7 @@ import shutil
 import numpy as np
 import pytest
 
-from experiments import ablations, common, multiround, plots, uniform_forget
+from experiments import ablations, class_forget, common, multiround, plots, uniform_forget
 from experiments.configs import cinic10, svhn
 from experiments.configs.uniform import DATASET_CONFIGS, dataset_config
 from experiments.configs.uniform import get_config as uniform_config
@@ -98,6 +99,150 @@ def test_synthetic_data_is_cifar_shaped_and_learnable():
     means = np.stack([ds.x_train[ds.y_train == c].mean(0) for c in range(10)])
     d = ((ds.x_test[:, None] - means[None]) ** 2).sum((2, 3, 4))
     assert (d.argmin(1) == ds.y_test).mean() > 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Class forgetting (the README's quick start)
+
+RECORD_FIELDS = {"method", "condensed", "seed", "scenario", "retain_acc", "forget_acc",
+                 "test_acc", "mia", "mia_auc", "unlearn_s", "compile_s", "retain_size",
+                 "train_size"}
+STAGE_FIELDS = {"embed_s", "kmeans_s", "split_s", "blend_s"}
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory, no_plots):
+    cfg = _tiny(class_forget.get_config())
+    cfg.methods = ("retrain", "cf", "a_cf")
+    cfg.method_hparams["retrain"].update(epochs=1, warmup_epochs=0)
+    workdir = str(tmp_path_factory.mktemp("class_forget"))
+    return cfg, workdir, class_forget.run(cfg, workdir)
+
+
+def test_class_forget_study_writes_every_field_and_both_columns(class_run):
+    cfg, workdir, records = class_run
+    assert {(r["method"], r["condensed"]) for r in records} == {
+        ("original", False), *((m, c) for m in cfg.methods for c in (False, True))}
+    original = next(r for r in records if r["method"] == "original")
+    assert original["forget_acc"] > 50  # the original model knows the class to forget
+    n_cls = 10
+    for r in records:
+        assert RECORD_FIELDS <= set(r), RECORD_FIELDS - set(r)
+        assert r["scenario"] == "classwise" and len(r["forget_classes"]) == 1
+        for f in ("retain_acc", "forget_acc", "test_acc", "mia", "mia_auc"):
+            assert 0.0 <= r[f] <= 100.0
+        assert r["retain_size"] + r["forget_size"] == original["train_size"]
+        if r["method"] == "original":
+            continue
+        assert r["unlearn_s"] > 0 and r["compile_s"] >= 0
+        if r["condensed"]:
+            # class-wise: every cluster of a retained class is free and becomes one image
+            assert STAGE_FIELDS <= set(r)
+            assert r["train_size"] == (n_cls - 1) * cfg.ipc - r["n_empty_free"]
+            assert r["n_residual"] == 0 and r["train_size"] < r["retain_size"]
+        else:
+            assert r["train_size"] == r["retain_size"]
+    # retrain trains from scratch without the class: it cannot predict it
+    assert next(r for r in records if r["method"] == "retrain" and not r["condensed"])[
+        "forget_acc"] == 0.0
+    text = open(os.path.join(workdir, "results.md")).read()
+    assert "Without condensation" in text and "With Blend condensation" in text
+    for m in cfg.methods:
+        assert text.count(f"| {m} |") == 2
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["methods"] == list(cfg.methods)
+
+
+def test_class_forget_rerun_recomputes_nothing(class_run, monkeypatch):
+    cfg, workdir, records = class_run
+
+    def fail(*a, **k):
+        raise AssertionError("a finished record was recomputed")
+
+    monkeypatch.setattr(common, "run_one", fail)
+    monkeypatch.setattr(common.train, "fit", fail)
+    again = class_forget.run(cfg, workdir)
+    assert [common.record_key(r) for r in again] == [common.record_key(r) for r in records]
+
+
+def test_an_interrupted_study_keeps_its_records_and_resumes(class_run, tmp_path, monkeypatch):
+    cfg, src, _ = class_run
+    cfg = _tiny(class_forget.get_config())
+    cfg.methods = ("cf", "a_cf")
+    cfg.condensation = (False,)
+    workdir = str(tmp_path / "w")
+    _copy_original(src, workdir)
+    real = common.run_one
+    calls = []
+
+    def crash_second(*args, **kwargs):
+        calls.append(args[4])
+        if len(calls) == 2:
+            raise _Crash
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(common, "run_one", crash_second)
+    with pytest.raises(_Crash):
+        class_forget.run(cfg, workdir)
+    kept = common.load_records(os.path.join(workdir, "records.jsonl"))
+    assert [r["method"] for r in kept] == ["original", "cf"]
+    monkeypatch.setattr(common, "run_one", real)
+    done = class_forget.run(cfg, workdir)
+    assert [r["method"] for r in done] == ["original", "cf", "a_cf"]
+    assert done[1] == kept[1]  # the record written before the crash is untouched
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(forget_classes=(12,)), "class 12 does not exist"),
+    (dict(forget_classes=()), "empty"),
+    (dict(forget_classes=(3, 3)), "must not repeat"),
+    (dict(scenario="k_classwise", k_classes=10), "every class"),
+    (dict(ipc=500), "ipc=500"),
+    (dict(methods=("cf", "nope")), "unknown method"),
+    (dict(dataset="cifar10", data_dir="/nonexistent/cifar"), "CIFAR-10"),
+    (dict(dataset="nope"), "nope"),
+])
+def test_bad_study_input_fails_before_any_training(tmp_path, monkeypatch, overrides, match):
+    def no_training(*a, **k):
+        raise AssertionError("training started before the input was checked")
+
+    monkeypatch.setattr(common.train, "fit", no_training)
+    # a missing CIFAR-10 is "downloaded" from a closed local port: fails at once, offline
+    import socket
+
+    from jaxunlearn.data import cifar10 as cifar10_mod
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(cifar10_mod, "CIFAR10_URL", f"http://127.0.0.1:{port}/c.tar.gz")
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = class_forget.get_config()
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    workdir = tmp_path / "w"
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        class_forget.run(cfg, str(workdir))
+    assert not workdir.exists()  # nothing is created for a study that cannot run
+
+
+def test_a_workdir_that_is_a_file_is_refused_and_kept(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    with pytest.raises(ValueError, match="not a directory"):
+        class_forget.run(class_forget.get_config(), str(path))
+    assert path.read_text() == "mine"
+
+
+def test_seed_flag_counts_and_lists(tmp_path, capsys):
+    cfg = class_forget.get_config()
+    args = common.build_parser("x").parse_args(["--workdir", "w", "--seeds", "2"])
+    assert common.config_from_args(cfg, args).seeds == (0, 1)
+    args = common.build_parser("x").parse_args(["--workdir", "w", "--seeds", "7,"])
+    assert common.config_from_args(cfg, args).seeds == (7,)
+    assert class_forget.main(["--workdir", str(tmp_path / "w"), "--seeds", "0"]) == 2
+    assert "selects no seed" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
