@@ -7,10 +7,11 @@ training images 32×32×3, 100 held-out images per class as the unseen pool U), 
 Measured, compile time apart (ahead-of-time ``lower().compile()``, ``block_until_ready``):
 
 - one CF step (SGD, 64 retain images forward + backward) and one A-CF step (Adam, 64 retain
-  images + 4b = 256 forget images forward + backward, 256 unseen images forward, the on-device
-  sampling, the ECDF-probit transform and MMD²). Throughput counts every image that goes through
-  the network (CF: 64 per step; A-CF: 64 + 256 + 256 = 576, including the weight-0 slots of the
-  unseen sample when fewer than 256 unseen images of the forgotten classes exist: here 100);
+  images + 4b = 256 forget images forward + backward, the unseen sample forward, the on-device
+  sampling, the ECDF-probit transform and MMD²). The unseen pool holds only the forgotten
+  classes (``make_unlearn_data``), so the unseen sample has min(4b, pool capacity) slots: here
+  112 (100 images of class 0, padded to the pool's bucket). Throughput counts every image that
+  goes through the network (CF: 64 per step; A-CF: 64 + 256 + 112 = 432);
 - the floor of an A-CF step: forward + backward of the same retain and forget images plus the
   forward of the same unseen images, nothing else (no sampling, no loss transform, no optimiser).
   Two layouts are timed, separate calls per group (as the step does) and retain + forget

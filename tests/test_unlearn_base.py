@@ -62,3 +62,21 @@ def test_retrain_starts_from_a_fresh_model(setup):
                for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(params),
                                    strict=True))
     assert diff > 0.05
+
+
+def test_unseen_pool_keeps_only_the_forgotten_classes_and_caps_the_aamu_sample():
+    from jaxunlearn.unlearn.aamu import sample_forget_unseen
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8, 8, 1)).astype(np.float32)
+    y = np.repeat(np.arange(3), 100).astype(np.int32)
+    data = make_unlearn_data((x[100:], y[100:]), (x[:40], y[:40]), (x, y), 3)
+    assert int(data.unseen.n) == 100 and set(np.asarray(data.unseen.y[:100])) == {0}
+    s = sample_forget_unseen(jax.random.key(0), data, 256)
+    # the unseen sample has the restricted pool's capacity, not 256 slots of mostly padding
+    assert s.unseen_x.shape[0] == data.unseen.y.shape[0] < 256
+    assert float(s.unseen_w.sum()) == 100.0 and set(np.asarray(s.unseen_y)[np.asarray(
+        s.unseen_w) > 0]) == {0}
+    # no unseen example of a forgotten class: an empty pool, no error
+    empty = make_unlearn_data((x[100:], y[100:]), (x[:40], y[:40]), (x[100:], y[100:]), 3)
+    assert int(empty.unseen.n) == 0

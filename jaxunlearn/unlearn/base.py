@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxunlearn import sharding
 from jaxunlearn.train import (
@@ -75,10 +76,22 @@ jax.tree_util.register_pytree_node(
 
 def make_unlearn_data(retain: tuple[Any, Any], forget: tuple[Any, Any], unseen: tuple[Any, Any],
                       num_classes: int) -> UnlearnData:
-    """Build :class:`UnlearnData` from host ``(x, y)`` pairs (padded to bucketed capacities)."""
+    """Build :class:`UnlearnData` from host ``(x, y)`` pairs (padded to bucketed capacities).
+
+    The unseen pool keeps only the classes present in the forget set: unseen examples are only
+    ever drawn from the classes of a forget sample (SPEC §4), so the others can never be used,
+    and a smaller pool caps the static unseen sample of an A-AMU step at the pool's capacity
+    (class-wise forgetting on CIFAR-10 at batch 64: 256 → ≤ the forgotten class's images,
+    instead of 256 forwards of which most would be weight-0 padding).
+    With no unseen example of any forgotten class the pool is empty (methods that never use it
+    are unaffected; A-AMU's regulariser is then 0 at every step).
+    """
     from jaxunlearn.train import make_pool
 
-    return UnlearnData(make_pool(*retain), make_pool(*forget), make_pool(*unseen), num_classes)
+    ux, uy = np.asarray(unseen[0]), np.asarray(unseen[1])
+    keep = np.isin(uy, np.unique(np.asarray(forget[1])))
+    return UnlearnData(make_pool(*retain), make_pool(*forget), make_pool(ux[keep], uy[keep]),
+                       num_classes)
 
 
 @dataclasses.dataclass(frozen=True)
