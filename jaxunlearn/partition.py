@@ -10,9 +10,11 @@ in one jitted call, which means padding the classes to one size. ott's k-means++
 ``weights``, so padded rows (zeros, or duplicated real rows) can become seeds and shift the D²
 sampling distribution; its empty-cluster refill may pick padded rows; its ``tol`` is an absolute
 centroid shift (scikit-learn's, used by the reference, is relative to the data variance); it
-defaults to ``n_init=10`` and validates arguments with bare ``assert``. The k-means below is the
-same pure, jitted style (a fixed-point ``while_loop``, ``segment_sum``, classes padded to one
-size) and handles the masks exactly:
+defaults to ``n_init=10`` and validates arguments with bare ``assert``. ott's k-means stays
+available as ``backend="ott"`` (padded rows made harmless by copying real rows with weight 0;
+see :func:`_kmeans_one_ott`), e.g. to cross-check. The default k-means below is the same pure,
+jitted style (a fixed-point ``while_loop``, ``segment_sum``, classes padded to one size) and
+handles the masks exactly:
 
 - Greedy k-means++ seeding (scikit-learn's, which the reference uses with its defaults):
   ``lax.fori_loop`` over the ``ipc`` seeds; at each step ``2 + ⌊ln ipc⌋`` candidates are drawn
@@ -55,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "KMEANS_BACKENDS",
     "PartitionOutput",
     "embed",
     "embed_jitted",
@@ -361,14 +364,48 @@ def _kmeans_one(key, x, valid, *, k: int, max_iterations: int, tol: float):
     return labels, centres, counts, inertia, n_iter, done
 
 
-@partial(jax.jit, static_argnames=("k", "max_iterations", "tol", "class_batch_size"))
+def _kmeans_one_ott(key, x, valid, *, k: int, max_iterations: int, tol: float):
+    """``ott.tools.k_means`` on one padded class (``backend="ott"``), same outputs as
+    :func:`_kmeans_one`.
+
+    ott's k-means++ seeding and its empty-cluster refill ignore ``weights``, so padded rows must
+    not be arbitrary: they become copies of the class's real rows (valid rows come first in the
+    class table) with weight 0. A seed or a refill drawn from padding is then a real point of the
+    class, and the weight-0 copies add nothing to centroids or inertia; they only make the copied
+    points a little likelier as k-means++ candidates. One restart (``n_init=1``, the reference);
+    ``tol`` is ott's (relative to the Frobenius norm of the centroid shift), not scikit-learn's.
+    """
+    from ott.tools.k_means import k_means as ott_k_means
+
+    n = x.shape[0]
+    validf = valid.astype(x.dtype)
+    n_valid = jnp.maximum(jnp.sum(valid.astype(jnp.int32)), 1)
+    rows = jnp.arange(n)
+    xf = x[jnp.where(valid, rows, rows % n_valid)]
+    out = ott_k_means(xf, k, weights=validf, init="k-means++", n_init=1, tol=tol,
+                      max_iterations=max_iterations, rng=key)
+    centres = out.centroids.astype(x.dtype)
+    dist = _sq_dists(x, jnp.sum(x * x, axis=-1), centres)
+    labels = jnp.argmin(dist, axis=1).astype(jnp.int32)
+    inertia = jnp.sum(jnp.min(dist, axis=1) * validf)
+    counts = jax.ops.segment_sum(valid.astype(jnp.int32), labels, k)
+    return labels, centres, counts, inertia, jnp.int32(out.iteration), jnp.bool_(out.converged)
+
+
+KMEANS_BACKENDS = {"jax": _kmeans_one, "ott": _kmeans_one_ott}
+
+
+@partial(jax.jit, static_argnames=("k", "max_iterations", "tol", "class_batch_size", "backend"))
 def _kmeans_core(
-    keys_C, feats_NxD, idx_CxM, valid_CxM, *, k, max_iterations, tol, class_batch_size
+    keys_C, feats_NxD, idx_CxM, valid_CxM, *, k, max_iterations, tol, class_batch_size,
+    backend="jax",
 ):
+    kmeans_one = KMEANS_BACKENDS[backend]
+
     def one(args):
         key, idx, valid = args
         x = jnp.where(valid[:, None], feats_NxD[idx], 0.0)
-        return _kmeans_one(key, x, valid, k=k, max_iterations=max_iterations, tol=tol)
+        return kmeans_one(key, x, valid, k=k, max_iterations=max_iterations, tol=tol)
 
     return jax.lax.map(one, (keys_C, idx_CxM, valid_CxM), batch_size=class_batch_size)
 
@@ -396,6 +433,7 @@ def kmeans_by_class(
     max_iterations: int = 100,
     tol: float = 1e-4,
     class_batch_size: int | None = None,
+    backend: str = "jax",
 ) -> PartitionOutput:
     """Per-class k-means with ``ipc`` clusters, all classes in one jitted call (SPEC §3.1).
 
@@ -409,6 +447,8 @@ def kmeans_by_class(
       tol: relative tolerance (scikit-learn's): stop when the total squared centre shift is
         ≤ ``tol`` × the class's mean per-feature variance, or when no label changes.
       class_batch_size: classes ``vmap``-ed together (``None``: one class at a time).
+      backend: ``"jax"`` (the k-means of this module, default) or ``"ott"``
+        (``ott.tools.k_means`` on the same padded classes, see :func:`_kmeans_one_ott`).
 
     Returns:
       A :class:`PartitionOutput` (its ``timings`` hold ``kmeans_s`` and ``kmeans_compile_s``).
@@ -428,6 +468,8 @@ def kmeans_by_class(
         raise ValueError(f"tol must be >= 0; got {tol}")
     if class_batch_size is not None and class_batch_size < 1:
         raise ValueError(f"class_batch_size must be None or >= 1; got {class_batch_size}")
+    if backend not in KMEANS_BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(KMEANS_BACKENDS)}; got {backend!r}")
     check_compile_s = _check_finite(feats, "feats_NxD")
 
     idx, valid = _class_index_table(lab, num_classes, counts)
@@ -435,7 +477,7 @@ def kmeans_by_class(
     (labels_l, centres, sizes, inertia, n_iter, done), run_s, compile_s = timed(
         _kmeans_core, keys, feats.astype(jnp.float32), jnp.asarray(idx), jnp.asarray(valid),
         k=int(ipc), max_iterations=int(max_iterations), tol=float(tol),
-        class_batch_size=class_batch_size,
+        class_batch_size=class_batch_size, backend=backend,
     )
     labels_l = np.asarray(labels_l)
     cluster_ids = np.empty(lab.size, np.int32)
@@ -474,6 +516,7 @@ def partition_by_class(
     max_iterations: int = 100,
     tol: float = 1e-4,
     class_batch_size: int | None = None,
+    backend: str = "jax",
 ) -> PartitionOutput:
     """Embed with an untrained network, then per-class k-means: the Blend partition (SPEC §3.1).
 
@@ -488,7 +531,7 @@ def partition_by_class(
       key: PRNG key of the k-means++ seeding.
       batch_size: images per forward pass of the embedding.
       method: ``apply_fn``'s method giving the embedding.
-      max_iterations, tol, class_batch_size: see :func:`kmeans_by_class`.
+      max_iterations, tol, class_batch_size, backend: see :func:`kmeans_by_class`.
 
     Returns:
       A :class:`PartitionOutput` whose ``timings`` hold ``embed_s``, ``embed_compile_s``,
@@ -509,7 +552,7 @@ def partition_by_class(
     embed_s = time.perf_counter() - t0 - embed_compile_s
     out = kmeans_by_class(
         feats, lab, num_classes=num_classes, ipc=ipc, key=key, max_iterations=max_iterations,
-        tol=tol, class_batch_size=class_batch_size,
+        tol=tol, class_batch_size=class_batch_size, backend=backend,
     )
     timings = {"embed_s": embed_s, "embed_compile_s": embed_compile_s, **out.timings}
     return out._replace(timings=timings)

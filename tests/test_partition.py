@@ -85,6 +85,28 @@ def test_kmeans_inertia_matches_sklearn(net):
     assert ours / sk10 - 1 < 0.08, (ours, sk10)  # best of 10 restarts: a few % better (≈4%)
 
 
+def test_ott_backend_matches_sklearn_and_never_uses_padding(net):
+    model, params = net
+    x, y = _images()
+    feats = np.asarray(embed(model.apply, params, x))
+    ipc = 6
+    outs = [kmeans_by_class(feats, y, num_classes=C, ipc=ipc, key=jax.random.key(s),
+                            backend="ott") for s in range(4)]
+    sk1 = np.mean([_sklearn_inertia(feats, y, ipc, 1, s) for s in range(4)])
+    assert abs(np.mean([o.inertia for o in outs]) / sk1 - 1) < 0.05
+    np.testing.assert_array_equal(outs[0].cluster_ids // ipc, y)
+    # unequal classes far from the origin: a zero padded row would be the farthest point
+    rng = np.random.default_rng(3)
+    sizes = (50, 6, 20, 9)
+    yy = np.concatenate([np.full(n, c, np.int32) for c, n in enumerate(sizes)])
+    ff = (100.0 + rng.normal(size=(yy.size, 5))).astype(np.float32)
+    out = kmeans_by_class(ff, yy, num_classes=C, ipc=6, key=jax.random.key(0), backend="ott")
+    assert (np.abs(np.asarray(out.centroids) - 100.0) < 10.0).all()
+    np.testing.assert_array_equal(out.sizes.reshape(C, 6).sum(1), sizes)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        kmeans_by_class(ff, yy, num_classes=C, ipc=6, key=jax.random.key(0), backend="sk")
+
+
 def test_kmeans_output_is_a_class_pure_lloyd_fixed_point():
     x, y = _images()
     feats = x.reshape(x.shape[0], -1)
