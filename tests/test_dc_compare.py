@@ -1,0 +1,128 @@
+"""The dataset-condensation comparison (experiments/dc_compare.py) on a tiny setting."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from experiments import dc_compare
+from experiments.common import load_records
+
+
+def _tiny(seeds=(0,), ipcs=(1, 2)):
+    cfg = dc_compare.get_config("digits")
+    cfg.seeds, cfg.ipcs, cfg.dm_budgets = seeds, ipcs, (1, 10)
+    cfg.condense_net = dict(width=16, depth=2)
+    cfg.eval = dict(cfg.eval, width=16, steps=40)
+    cfg.dm = dict(cfg.dm, calibration_iterations=3)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("dc") / "run")
+    return workdir, dc_compare.run(_tiny(), workdir)
+
+
+def test_records_and_numbers(tiny_run):
+    workdir, records = tiny_run
+    by = {(r["method"], r["ipc"], r["seed"]): r for r in records}
+    expected = {("full_data", None, 0)} | {
+        (m, ipc, 0) for ipc in (1, 2) for m in ("random_real", "blend", "dm_x1", "dm_x10")}
+    assert set(by) == expected and len(records) == len(expected)
+    for r in records:
+        for field in ("method", "ipc", "seed", "condense_s", "partition_s", "compile_s",
+                      "iterations", "test_acc", "n_images"):
+            assert field in r, (field, r)
+        assert 0.0 <= r["test_acc"] <= 100.0
+        assert r["condense_s"] >= 0.0 and r["partition_s"] >= 0.0
+        # one training budget for every set: 40 steps (sets here are below one batch)
+        if r["method"] != "full_data":
+            assert r["eval_steps"] == 40
+    assert by[("full_data", None, 0)]["n_images"] == 898
+    for ipc in (1, 2):
+        blend = by[("blend", ipc, 0)]
+        assert blend["n_images"] == 10 * ipc and blend["iterations"] == 20
+        assert blend["partition_s"] > 0.0 and blend["blend_s"] > 0.0
+        assert blend["loss_last"] < blend["loss_first"]  # Blend lowered its matching loss
+        assert blend["test_acc"] > 30.0  # chance is 10% on ten classes
+        assert by[("random_real", ipc, 0)]["n_images"] == 10 * ipc
+        # DM's budget is b × Blend's (+partition) time as a calibrated iteration count
+        budget = blend["condense_s"] + blend["partition_s"]
+        d1, d10 = by[("dm_x1", ipc, 0)], by[("dm_x10", ipc, 0)]
+        for b, d in ((1, d1), (10, d10)):
+            assert d["n_images"] == 10 * ipc
+            assert d["dm_budget_s"] == pytest.approx(b * budget)
+            assert d["dm_base_iterations"] == pytest.approx(budget / d["dm_iter_s"])
+            assert d["iterations"] == max(1, round(b * d["dm_base_iterations"]))
+        assert d10["iterations"] >= d1["iterations"]
+        if d1["dm_base_iterations"] >= 3:  # away from the max(1, ·) floor: ≈ 10× the iterations
+            assert d10["iterations"] / d1["iterations"] == pytest.approx(10, rel=0.2)
+
+
+def test_outputs(tiny_run):
+    workdir, _ = tiny_run
+    for name in ("config.json", "records.jsonl", "results.md", "blend_grid_ipc1.png",
+                 "blend_grid_ipc2.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+    with open(os.path.join(workdir, "blend_grid_ipc1.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(workdir, "results.md")) as f:
+        table = f.read()
+    for label in ("Blend (blend only)", "Blend (+partition)", "DM (1× Blend time)",
+                  "DM (10× Blend time)", "Random real images", "Full training set"):
+        assert label in table
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["blend"]["iterations"] == 20
+
+
+def test_rerun_recomputes_nothing(tiny_run, monkeypatch):
+    workdir, records = tiny_run
+    with open(os.path.join(workdir, "records.jsonl")) as f:
+        before = f.read()
+
+    def fail(*a, **k):
+        raise AssertionError("a rerun must not condense or train again")
+
+    for name in ("blend_clusters", "partition_by_class", "distribution_matching"):
+        monkeypatch.setattr(dc_compare, name, fail)
+    monkeypatch.setattr(dc_compare.train, "run_phases", fail)
+    again = dc_compare.run(_tiny(), workdir)
+    with open(os.path.join(workdir, "records.jsonl")) as f:
+        assert f.read() == before
+    assert again == load_records(os.path.join(workdir, "records.jsonl")) == records
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ValueError, match=r"ipc \[88\] is larger than a class.*87 images"):
+        dc_compare.run(_tiny(ipcs=(1, 88)), str(tmp_path / "a"))
+    assert not (tmp_path / "a").exists()  # rejected before anything is written
+    with pytest.raises(ValueError, match="ipc: expected integers >= 1"):
+        dc_compare.run(_tiny(ipcs=(0,)), str(tmp_path / "b"))
+    cfg = _tiny()
+    cfg.dataset = "mnist-ish"
+    with pytest.raises(ValueError, match="unknown dataset"):
+        dc_compare.run(cfg, str(tmp_path / "c"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        dc_compare.run(_tiny(), str(tmp_path / "file"))
+    cfg = _tiny()
+    cfg.dm_budgets = (1, -2)
+    with pytest.raises(ValueError, match="dm_budgets"):
+        dc_compare.run(cfg, str(tmp_path / "d"))
+
+
+def test_missing_cifar10_fails_fast(tmp_path):
+    from jaxunlearn.data import DatasetNotFoundError
+
+    cfg = dc_compare.get_config("cifar10")
+    cfg.data_dir = str(tmp_path / "empty")
+    with pytest.raises(DatasetNotFoundError):
+        dc_compare.run(cfg, str(tmp_path / "w"))
+
+
+def test_main_reports_errors(tmp_path, capsys):
+    assert dc_compare.main(["--workdir", str(tmp_path / "w"), "--ipc", "100"]) == 2
+    assert "larger than a class" in capsys.readouterr().err
