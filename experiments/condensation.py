@@ -66,6 +66,13 @@ def condense_for_study(cfg: Any, paths: Any, ctx: Any, forget: Any) -> dict:
     net = condense_net(cfg, s.train_x.shape[1:], s.num_classes)
     out = condense(net.apply, init_fn_for(net, s.train_x.shape[1:]), s.train_x, s.train_y, part,
                    forget.forget_idx, forget.retain_idx, key=ctx.keys["extractor"], **cfg.blend)
+    grid = os.path.join(paths.root, "blend_grid.png")
+    if out.blend is not None and not os.path.exists(grid):  # the first condensed request's
+        from experiments.plots import blend_grid_from_output
+
+        blend_grid_from_output(grid, s.train_x, out.blend, seed=ctx.seed,
+                               title=f"Blend ({cfg.dataset}, seed {ctx.seed}, ipc {cfg.ipc}): "
+                                     "blended image (red) and its cluster's members")
     t = {**part.timings, **out.timings}
     return {
         "x": np.asarray(out.x), "y": np.asarray(out.y),

@@ -145,6 +145,7 @@ def test_class_forget_study_writes_every_field_and_both_columns(class_run):
     # retrain trains from scratch without the class: it cannot predict it
     assert next(r for r in records if r["method"] == "retrain" and not r["condensed"])[
         "forget_acc"] == 0.0
+    assert os.path.getsize(os.path.join(workdir, "blend_grid.png")) > 1000
     text = open(os.path.join(workdir, "results.md")).read()
     assert "Without condensation" in text and "With Blend condensation" in text
     for m in cfg.methods:
