@@ -369,7 +369,7 @@ def blend_grid(path: str, blended_x: Any, members_x_list: Sequence[Any], *,
         order = order[:max_members]
         shown.append((mx[order], None if w is None else w[order], len(mx)))
     cols = 1 + max((len(m) for m, _, _ in shown), default=0)
-    fig = _figure(1.15 * cols + 0.4, 1.6 * k + 0.6)
+    fig = _figure(1.15 * cols + 0.4, 1.6 * k + 0.6, layout="constrained")  # title hugs rows
     axes = np.array(fig.subplots(k, cols, squeeze=False))
     for s in range(k):
         mx, w, n = shown[s]
