@@ -45,11 +45,13 @@ __all__ = [
     "load_study_dataset",
     "method_hparams",
     "open_study",
+    "parse_seeds",
     "original_record",
     "prepare_seed",
     "preflight",
     "prepare_workdir",
     "registry_name",
+    "run_and_report",
     "run_study",
     "seed_splits",
     "split_variant",
@@ -565,20 +567,25 @@ def _parse_list(text: str, cast=str) -> tuple:
     return tuple(cast(t.strip()) for t in re.split(r",(?![^\[]*\])", text) if t.strip())
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``--seeds``: a count (``3`` = seeds 0, 1, 2) or a list (``0,4``; ``7,`` for seed 7)."""
+    seeds = _parse_list(text, int)
+    if len(seeds) == 1 and "," not in text:
+        if seeds[0] < 1:
+            raise ValueError(f"--seeds {text} selects no seed: a single number is a count "
+                             "(--seeds 1 runs seed 0); pick seeds with a list such as "
+                             "--seeds 0,4 or --seeds 7,")
+        return tuple(range(seeds[0]))
+    return seeds
+
+
 def config_from_args(cfg: StudyConfig, args) -> StudyConfig:
     """Apply command-line overrides to ``cfg``."""
     if args.methods:
         cfg.methods = (tuple(available_methods()) if args.methods == "all"
                        else _parse_list(args.methods))
     if args.seeds:
-        seeds = _parse_list(args.seeds, int)
-        if len(seeds) == 1 and "," not in args.seeds:  # a count: seeds 0 .. N-1
-            if seeds[0] < 1:
-                raise ValueError(f"--seeds {args.seeds} selects no seed: a single number is a "
-                                 "count (--seeds 1 runs seed 0); pick seeds with a list such as "
-                                 "--seeds 0,4 or --seeds 7,")
-            seeds = tuple(range(seeds[0]))
-        cfg.seeds = seeds
+        cfg.seeds = parse_seeds(args.seeds)
     for field in ("dataset", "data_dir", "model", "ipc"):
         if getattr(args, field, None) is not None:
             setattr(cfg, field, getattr(args, field))
@@ -624,14 +631,26 @@ def main_study(get_config: Callable[[], StudyConfig], description: str,
     ``get_config(NAME)`` is called; otherwise ``get_config()``.
     """
     args = build_parser(description, configs).parse_args(argv)
+    return run_and_report(
+        lambda: config_from_args(get_config(args.config) if configs else get_config(), args),
+        runner or run_study, args.workdir)
+
+
+def run_and_report(make_config: Callable[[], Any], run: Callable[[Any, str], Any],
+                   workdir: str) -> int:
+    """Build the config, run the study into ``workdir`` and print its ``results.md``.
+
+    Returns the exit code: 0, or 2 after printing the message of a ValueError or
+    FileNotFoundError (bad input, missing data) raised before or during the run.
+    """
     try:
-        cfg = config_from_args(get_config(args.config) if configs else get_config(), args)
+        cfg = make_config()
         t0 = time.perf_counter()
-        (runner or run_study)(cfg, args.workdir)
+        run(cfg, workdir)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    paths = prepare_workdir(args.workdir)
+    paths = prepare_workdir(workdir)
     with open(paths.results) as f:
         print(f.read())
     log(f"done in {time.perf_counter() - t0:.1f}s; records in {paths.records}")

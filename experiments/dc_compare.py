@@ -83,7 +83,9 @@ from experiments.common import (
     load_records,
     load_study_dataset,
     log,
+    parse_seeds,
     prepare_workdir,
+    run_and_report,
 )
 from experiments.condensation import condense_net
 from experiments.report import format_ci
@@ -496,11 +498,6 @@ def _ints(text: str) -> tuple:
     return tuple(int(t) for t in text.split(",") if t.strip())
 
 
-def _seeds(text: str) -> tuple:
-    vals = _ints(text)
-    return tuple(range(vals[0])) if len(vals) == 1 and "," not in text else vals
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -516,9 +513,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max_per_class_test", type=int, help="seeded class-balanced subsample")
     p.add_argument("--no_full_data", action="store_true", help="skip the full-data upper bound")
     args = p.parse_args(argv)
-    try:
+
+    def make_config() -> DCCompareConfig:
         cfg = get_config(args.dataset)
-        cfg.ipcs, cfg.seeds = _ints(args.ipc), _seeds(args.seeds)
+        cfg.ipcs, cfg.seeds = _ints(args.ipc), parse_seeds(args.seeds)
         cfg.dm_budgets = tuple(float(t) if "." in t or "e" in t else int(t)
                                for t in args.dm_budgets.split(",") if t.strip())
         cfg.data_dir = args.data_dir
@@ -527,16 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg.full_data = not args.no_full_data
         if args.eval_steps is not None:
             cfg.eval = dict(cfg.eval, steps=args.eval_steps)
-        t0 = time.perf_counter()
-        run(cfg, args.workdir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    paths = prepare_workdir(args.workdir)
-    with open(paths.results) as f:
-        print(f.read())
-    log(f"done in {time.perf_counter() - t0:.1f}s; records in {paths.records}")
-    return 0
+        return cfg
+
+    return run_and_report(make_config, run, args.workdir)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import dataclasses
 import json
 from typing import Any
 
-__all__ = ["PAPER_METHODS", "PAPER_METHODS_DC", "StudyConfig", "from_json", "to_json"]
+__all__ = ["PAPER_METHODS", "PAPER_METHODS_DC", "StudyConfig", "from_json", "pick_variant",
+           "to_json"]
 
 # SPEC §5 (and §4 for the A-AMU methods), without condensation. Keys are factory keywords.
 PAPER_METHODS: dict[str, dict[str, Any]] = {
@@ -108,3 +109,28 @@ def from_json(text: str) -> StudyConfig:
         if raw.get(k) is not None:
             raw[k] = tuple(raw[k])
     return StudyConfig(**raw)
+
+
+def pick_variant(cfg: StudyConfig, variant: str, *, cpu_ipc: int, cpu_note: str) -> StudyConfig:
+    """``cfg`` itself for ``variant="paper"``; its documented CPU-sized form for ``"cpu"``.
+
+    The CPU-sized form of a paper dataset: a ConvNet-3 (width 128, the paper's condensation
+    network) on a seeded class-balanced subsample of 500 training / 200 test images per class,
+    ``cpu_ipc`` clusters per class (chosen per dataset so clusters hold as many images as at
+    the paper's scale), 30 original epochs, the paper's unlearning budgets. A scaled-down run,
+    not the paper's numbers; ``cpu_note`` says so in ``config.json``.
+    """
+    if variant == "paper":
+        return cfg
+    if variant != "cpu":
+        raise ValueError(f"variant must be 'paper' or 'cpu', got {variant!r}")
+    cfg.model = "convnet"
+    cfg.model_kwargs = dict(depth=3, width=128)
+    # ≈4 min per 50k-image ConvNet epoch on 2 CPU cores (PLATFORM.md): subsample to 5k images.
+    cfg.max_per_class_train = 500
+    cfg.max_per_class_test = 200
+    cfg.ipc = cpu_ipc
+    cfg.original = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=30,
+                        warmup_epochs=3)
+    cfg.notes = {**cfg.notes, "cpu": cpu_note}
+    return cfg

@@ -11,7 +11,7 @@ the paper's scale), 30 original epochs. It is a scaled-down run, not the paper's
 
 from __future__ import annotations
 
-from experiments.configs.base import StudyConfig
+from experiments.configs.base import StudyConfig, pick_variant
 
 __all__ = ["get_config"]
 
@@ -19,18 +19,7 @@ __all__ = ["get_config"]
 def get_config(variant: str = "paper") -> StudyConfig:
     cfg = StudyConfig(name="cifar10_class_forget", dataset="cifar10", model="resnet18",
                       ipc=1000, unseen_fraction=0.7)
-    if variant == "paper":
-        return cfg
-    if variant != "cpu":
-        raise ValueError(f"variant must be 'paper' or 'cpu', got {variant!r}")
-    cfg.model = "convnet"
-    cfg.model_kwargs = dict(depth=3, width=128)
-    # ≈4 min per 50k-image ConvNet epoch on 2 CPU cores (PLATFORM.md): subsample to 5k images.
-    cfg.max_per_class_train = 500
-    cfg.max_per_class_test = 200
-    cfg.ipc = 100  # clusters of ≈5 images, as ipc 1000 on the full 5,000 images per class
-    cfg.original = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=30,
-                        warmup_epochs=3)
-    cfg.notes = {"cpu": "5k-image subsample, ConvNet-3, ipc 100, 30 original epochs, "
-                        "paper's unlearning budgets"}
-    return cfg
+    # clusters of ≈5 images, as ipc 1000 on the full 5,000 images per class
+    return pick_variant(cfg, variant, cpu_ipc=100,
+                        cpu_note="5k-image subsample, ConvNet-3, ipc 100, 30 original epochs, "
+                                 "paper's unlearning budgets")

@@ -19,7 +19,7 @@ CINIC-10 hyper-parameter files: ipc 800 (clusters of ≈11 images), A-AMU learni
 
 from __future__ import annotations
 
-from experiments.configs.base import StudyConfig
+from experiments.configs.base import StudyConfig, pick_variant
 
 __all__ = ["get_config"]
 
@@ -38,18 +38,7 @@ def get_config(variant: str = "paper") -> StudyConfig:
     cfg.notes = {"ipc": "800 (paper, CINIC-10): clusters of ~11 images",
                  "hparams": "A-CF lr 1e-4 (SPEC §4); SCRUB, bad distillation and pruning from "
                             "the reference's CINIC-10 files"}
-    if variant == "paper":
-        return cfg
-    if variant != "cpu":
-        raise ValueError(f"variant must be 'paper' or 'cpu', got {variant!r}")
-    cfg.model = "convnet"
-    cfg.model_kwargs = dict(depth=3, width=128)
-    # ≈4 min per 50k-image ConvNet epoch on 2 CPU cores (PLATFORM.md): subsample to 5k images.
-    cfg.max_per_class_train = 500
-    cfg.max_per_class_test = 200
-    cfg.ipc = 44  # clusters of ≈11 images, as ipc 800 on the paper's 9,000 images per class
-    cfg.original = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=30,
-                        warmup_epochs=3)
-    cfg.notes["cpu"] = ("5k-image subsample, ConvNet-3, ipc 44 (clusters of ~11 as the paper's "
-                        "ipc 800), 30 original epochs, paper's unlearning budgets")
-    return cfg
+    # clusters of ≈11 images, as ipc 800 on the paper's 9,000 images per class
+    return pick_variant(cfg, variant, cpu_ipc=44,
+                        cpu_note="5k-image subsample, ConvNet-3, ipc 44 (clusters of ~11 as the "
+                                 "paper's ipc 800), 30 original epochs, paper's unlearning budgets")

@@ -21,7 +21,7 @@ bad distillation 30 epochs at lr 3e-3), so it is not copied here.
 
 from __future__ import annotations
 
-from experiments.configs.base import StudyConfig
+from experiments.configs.base import StudyConfig, pick_variant
 
 __all__ = ["get_config"]
 
@@ -30,18 +30,7 @@ def get_config(variant: str = "paper") -> StudyConfig:
     cfg = StudyConfig(name="svhn", dataset="svhn", model="resnet18", ipc=100,
                       unseen_fraction=0.7)
     cfg.notes = {"ipc": "100 (paper, SVHN): clusters of ~45 images"}
-    if variant == "paper":
-        return cfg
-    if variant != "cpu":
-        raise ValueError(f"variant must be 'paper' or 'cpu', got {variant!r}")
-    cfg.model = "convnet"
-    cfg.model_kwargs = dict(depth=3, width=128)
-    # ≈4 min per 50k-image ConvNet epoch on 2 CPU cores (PLATFORM.md): subsample to 5k images.
-    cfg.max_per_class_train = 500
-    cfg.max_per_class_test = 200
-    cfg.ipc = 11  # clusters of ≈45 images, as ipc 100 on the paper's 4,500 images per class
-    cfg.original = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=30,
-                        warmup_epochs=3)
-    cfg.notes = {"cpu": "5k-image subsample, ConvNet-3, ipc 11 (clusters of ~45 as the paper's "
-                        "ipc 100), 30 original epochs, paper's unlearning budgets"}
-    return cfg
+    # clusters of ≈45 images, as ipc 100 on the paper's 4,500 images per class
+    return pick_variant(cfg, variant, cpu_ipc=11,
+                        cpu_note="5k-image subsample, ConvNet-3, ipc 11 (clusters of ~45 as the "
+                                 "paper's ipc 100), 30 original epochs, paper's unlearning budgets")
