@@ -373,7 +373,7 @@ def _kmeans_one_ott(key, x, valid, *, k: int, max_iterations: int, tol: float):
     class table) with weight 0. A seed or a refill drawn from padding is then a real point of the
     class, and the weight-0 copies add nothing to centroids or inertia; they only make the copied
     points a little likelier as k-means++ candidates. One restart (``n_init=1``, the reference);
-    ``tol`` is ott's (relative to the Frobenius norm of the centroid shift), not scikit-learn's.
+    ``tol`` goes to ott as is (its own centroid-shift criterion), not scikit-learn's.
     """
     from ott.tools.k_means import k_means as ott_k_means
 
