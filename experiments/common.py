@@ -640,14 +640,15 @@ def run_and_report(make_config: Callable[[], Any], run: Callable[[Any, str], Any
                    workdir: str) -> int:
     """Build the config, run the study into ``workdir`` and print its ``results.md``.
 
-    Returns the exit code: 0, or 2 after printing the message of a ValueError or
-    FileNotFoundError (bad input, missing data) raised before or during the run.
+    Returns the exit code: 0, or 2 after printing the message of a ValueError,
+    FileNotFoundError or ImportError (bad input, missing data, a missing optional extra such as
+    ``jaxunlearn[tfds]``) raised before or during the run.
     """
     try:
         cfg = make_config()
         t0 = time.perf_counter()
         run(cfg, workdir)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     paths = prepare_workdir(workdir)

@@ -228,6 +228,19 @@ def test_bad_study_input_fails_before_any_training(tmp_path, monkeypatch, overri
     assert not workdir.exists()  # nothing is created for a study that cannot run
 
 
+def test_a_missing_optional_extra_is_a_message_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from jaxunlearn.data import tfds_source
+
+    def no_tfds():
+        raise ImportError('loading tfds datasets needs TensorFlow Datasets: pip install '
+                          '"jaxunlearn[tfds]"')
+
+    monkeypatch.setattr(tfds_source, "_import_tfds", no_tfds)
+    code = uniform_forget.main(["--config", "svhn:cpu", "--workdir", str(tmp_path / "w")])
+    assert code == 2 and "jaxunlearn[tfds]" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
 def test_a_workdir_that_is_a_file_is_refused_and_kept(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("mine")
