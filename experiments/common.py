@@ -155,6 +155,7 @@ def validate_config(cfg: StudyConfig) -> None:
         raise ValueError(f"forget_fraction must be in (0, 1), got {cfg.forget_fraction}")
     if cfg.rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {cfg.rounds}")
+    build_model(cfg.model, 10, **cfg.model_kwargs)  # an unknown model or keyword fails here
     if cfg.ipc < 1:
         raise ValueError(f"ipc must be >= 1, got {cfg.ipc}")
     for m in cfg.methods:  # building a method checks its hyper-parameters
@@ -586,6 +587,9 @@ def config_from_args(cfg: StudyConfig, args) -> StudyConfig:
                        else _parse_list(args.methods))
     if args.seeds:
         cfg.seeds = parse_seeds(args.seeds)
+    if args.model is not None and args.model != cfg.model:
+        # the config's model keywords belong to its own model (a ConvNet's depth and width)
+        cfg.model_kwargs = {}
     for field in ("dataset", "data_dir", "model", "ipc"):
         if getattr(args, field, None) is not None:
             setattr(cfg, field, getattr(args, field))

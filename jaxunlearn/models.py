@@ -177,15 +177,25 @@ class ResNet(nn.Module):
 
 
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    """Model by name: ``convnet`` (kwargs ``width``, ``depth``), ``resnet18``, ``resnet50``."""
+    """Model by name: ``convnet`` (kwargs ``width``, ``depth``), ``resnet18``, ``resnet50``.
+
+    Raises:
+      ValueError: an unknown name, or keywords the model does not take (e.g. a ConvNet's
+        ``depth`` given to a ResNet).
+    """
     name = name.lower()
-    if name == "convnet":
-        return ConvNet(num_classes=num_classes, **kwargs)
-    if name == "resnet18":
-        return ResNet("basic", (2, 2, 2, 2), num_classes=num_classes, **kwargs)
-    if name == "resnet50":
-        return ResNet("bottleneck", (3, 4, 6, 3), num_classes=num_classes, **kwargs)
-    raise ValueError(f"unknown model {name!r}; expected one of 'convnet', 'resnet18', 'resnet50'")
+    builders = {
+        "convnet": lambda: ConvNet(num_classes=num_classes, **kwargs),
+        "resnet18": lambda: ResNet("basic", (2, 2, 2, 2), num_classes=num_classes, **kwargs),
+        "resnet50": lambda: ResNet("bottleneck", (3, 4, 6, 3), num_classes=num_classes, **kwargs),
+    }
+    if name not in builders:
+        raise ValueError(
+            f"unknown model {name!r}; expected one of {', '.join(map(repr, builders))}")
+    try:
+        return builders[name]()
+    except TypeError as e:
+        raise ValueError(f"model {name!r} does not take the keywords {sorted(kwargs)}: {e}") from e
 
 
 def init_params(model: nn.Module, key: jax.Array, input_shape: Sequence[int]) -> Any:

@@ -202,6 +202,8 @@ def test_an_interrupted_study_keeps_its_records_and_resumes(class_run, tmp_path,
     (dict(methods=("cf", "nope")), "unknown method"),
     (dict(dataset="cifar10", data_dir="/nonexistent/cifar"), "CIFAR-10"),
     (dict(dataset="nope"), "nope"),
+    (dict(model="vgg"), "unknown model"),
+    (dict(model="resnet18", model_kwargs=dict(depth=2)), "does not take"),
 ])
 def test_bad_study_input_fails_before_any_training(tmp_path, monkeypatch, overrides, match):
     def no_training(*a, **k):
@@ -255,6 +257,10 @@ def test_seed_flag_counts_and_lists(tmp_path, capsys):
     assert common.config_from_args(cfg, args).seeds == (0, 1)
     args = common.build_parser("x").parse_args(["--workdir", "w", "--seeds", "7,"])
     assert common.config_from_args(cfg, args).seeds == (7,)
+    # another --model drops the config's ConvNet keywords
+    args = common.build_parser("x").parse_args(["--workdir", "w", "--model", "resnet18"])
+    got = common.config_from_args(class_forget.get_config(), args)
+    assert got.model == "resnet18" and got.model_kwargs == {}
     assert class_forget.main(["--workdir", str(tmp_path / "w"), "--seeds", "0"]) == 2
     assert "selects no seed" in capsys.readouterr().err
 
