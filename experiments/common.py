@@ -30,6 +30,7 @@ from experiments.configs.base import StudyConfig, to_json
 from jaxunlearn import data as jdata
 from jaxunlearn import train
 from jaxunlearn.evaluate import evaluate_unlearning
+from jaxunlearn.mia import mia_nonmember_index
 from jaxunlearn.models import build_model, init_params
 from jaxunlearn.unlearn import available_methods, make_method, make_unlearn_data, run_method
 
@@ -329,13 +330,16 @@ def _forget_set(cfg: StudyConfig, splits: Any, seed: int, among=None) -> Any:
 
 
 def preflight(cfg: StudyConfig, ds: Any) -> None:
-    """Check everything that depends on the data before any training: every seed's splits and
-    first forget request (bad, repeated or missing classes, forgetting every class, an empty
-    forget set) and, with condensation, that every class of every seed's training split holds
-    at least ``ipc`` images. Raises the ValueError the later stage would raise, minutes early."""
+    """Check everything that depends on the data before any training.
+
+    For every seed: its splits and first forget request (bad, repeated or missing classes,
+    forgetting every class, an empty forget set, fewer than 5 forget or matching test examples
+    for the MIA) and, with condensation, that every class of its training split holds at least
+    ``ipc`` images. Raises the ValueError the later stage would raise, minutes early."""
     for seed in cfg.seeds:
         splits = seed_splits(cfg, ds, seed)
-        _forget_set(cfg, splits, seed)
+        forget = _forget_set(cfg, splits, seed)
+        mia_nonmember_index(splits.train_y[forget.forget_idx], splits.test_y)  # ≥ 5 of each
         if True in cfg.condensation:
             counts = np.bincount(splits.train_y, minlength=splits.num_classes)
             if counts.min() < cfg.ipc:

@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxunlearn.metrics import predict_logits
 
-__all__ = ["MIAOutput", "logit_confidence", "mia_from_scores", "mia_score"]
+__all__ = ["MIAOutput", "logit_confidence", "mia_from_scores", "mia_nonmember_index", "mia_score"]
 
 _N_FOLDS = 5
 
@@ -142,6 +142,29 @@ def mia_from_scores(member_scores: Any, nonmember_scores: Any, *, seed: int = 0,
                      tpr_at_01fpr=100.0 * _tpr_at_fpr(fpr, tpr, 0.001), n=int(n))
 
 
+def mia_nonmember_index(forget_y: Any, test_y: Any) -> np.ndarray:
+    """Rows of the test split that are the MIA's non-members (its examples of the forget classes).
+
+    Args:
+      forget_y: ``[n_f]`` labels of the forget set; test_y: ``[n_t]`` labels of the test split.
+
+    Returns:
+      ``[m]`` indices into the test split.
+
+    Raises:
+      ValueError: fewer than 5 members or non-members (5-fold cross-validation needs 5 of each);
+        cheap, so a study checks it before training anything.
+    """
+    forget_y, test_y = np.asarray(forget_y), np.asarray(test_y)
+    keep = np.flatnonzero(np.isin(test_y, np.unique(forget_y)))
+    for count, what in ((forget_y.shape[0], "forget examples"),
+                        (keep.shape[0], "test examples of the forget classes")):
+        if count < _N_FOLDS:
+            raise ValueError(f"the MIA needs at least {_N_FOLDS} {what} for {_N_FOLDS}-fold "
+                             f"cross-validation; got {count}")
+    return keep
+
+
 def mia_score(apply_fn: Callable, params: Any, forget_x: Any, forget_y: Any, test_x: Any,
               test_y: Any, *, seed: int = 0, batch_size: int = 512) -> MIAOutput:
     """The paper's MIA of a model on its forget set (SPEC §6).
@@ -167,12 +190,7 @@ def mia_score(apply_fn: Callable, params: Any, forget_x: Any, forget_y: Any, tes
         raise ValueError("forget/test inputs and labels must have the same number of examples; "
                          f"got {np.shape(forget_x)}/{forget_y.shape} and "
                          f"{np.shape(test_x)}/{test_y.shape}")
-    keep = np.flatnonzero(np.isin(test_y, np.unique(forget_y)))
-    for count, what in ((forget_y.shape[0], "forget examples"),
-                        (keep.shape[0], "test examples of the forget classes")):
-        if count < _N_FOLDS:
-            raise ValueError(f"the MIA needs at least {_N_FOLDS} {what} for {_N_FOLDS}-fold "
-                             f"cross-validation; got {count}")
+    keep = mia_nonmember_index(forget_y, test_y)
     if isinstance(test_x, jax.Array):
         keep_x = test_x[jnp.asarray(keep)]
     else:

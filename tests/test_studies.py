@@ -202,6 +202,7 @@ def test_an_interrupted_study_keeps_its_records_and_resumes(class_run, tmp_path,
     (dict(methods=("cf", "nope")), "unknown method"),
     (dict(dataset="cifar10", data_dir="/nonexistent/cifar"), "CIFAR-10"),
     (dict(dataset="nope"), "nope"),
+    (dict(scenario="uniform", forget_fraction=0.001), "MIA needs at least 5"),
     (dict(model="vgg"), "unknown model"),
     (dict(model="resnet18", model_kwargs=dict(depth=2)), "does not take"),
 ])
