@@ -131,20 +131,16 @@ def main(argv=None) -> int:
     retain_n = int(data.retain.n)
     idx_of = lambda s: (jnp.arange(b, dtype=jnp.int32) + s * b) % retain_n  # noqa: E731
 
-    def time_cf():
-        nonlocal cf_state
-        t0 = time.perf_counter()
-        for s in range(args.steps):
-            cf_state = cf_run(cf_state, data, idx_of(s), jax.random.key(s))
-        jax.block_until_ready(cf_state)
-        return (time.perf_counter() - t0) / args.steps
+    states = {"cf": cf_state, "a_cf": a_state}
+    runs = {"cf": cf_run, "a_cf": a_run}
 
-    def time_acf():
-        nonlocal a_state
+    def time_steps(name):
+        """Seconds per step of ``args.steps`` steps of method ``name``, continuing its state."""
+        state, run = states[name], runs[name]
         t0 = time.perf_counter()
         for s in range(args.steps):
-            a_state = a_run(a_state, data, idx_of(s), jax.random.key(s))
-        jax.block_until_ready(a_state)
+            state = run(state, data, idx_of(s), jax.random.key(s))
+        states[name] = jax.block_until_ready(state)
         return (time.perf_counter() - t0) / args.steps
 
     def time_floor(name):
@@ -156,7 +152,7 @@ def main(argv=None) -> int:
         jax.block_until_ready(out)
         return (time.perf_counter() - t0) / args.steps
 
-    timers = {"cf": time_cf, "a_cf": time_acf,
+    timers = {"cf": lambda: time_steps("cf"), "a_cf": lambda: time_steps("a_cf"),
               "floor_separate": lambda: time_floor("floor_separate"),
               "floor_concat": lambda: time_floor("floor_concat")}
     for t in timers.values():  # warm-up round (first-call allocations)
