@@ -291,7 +291,11 @@ def _golden_problem():
 def test_golden_values_of_one_a_cf_step():
     got = _golden_problem()
     assert got["loss"] == pytest.approx(GOLDEN["loss"], rel=1e-5)
-    assert got["abs_sum"] == pytest.approx(GOLDEN["abs_sum"], rel=1e-6)
+    # Adam's first step moves nearly every weight by ≈ lr·sign(g) (781 of 795 here): a gradient
+    # that rounds to the other side of zero on another CPU's kernels flips one update and moves
+    # Σ|θ| by up to 2·lr (seen: 218.63405 recorded on one machine, 218.63272 on another, with
+    # the same code and libraries). The tolerance admits two such flips and nothing more.
+    assert got["abs_sum"] == pytest.approx(GOLDEN["abs_sum"], abs=4 * 1e-3)
 
 
 # ---------------------------------------------------------------------------------- forgetting
