@@ -1,6 +1,6 @@
 """Benchmark of one A-CF step against one CF step and against its floor (SPEC §4, §6 "Time").
 
-Data: CIFAR-shaped synthetic images (``experiments.common.synthetic_dataset``: 10 classes × 500
+Data: CIFAR-shaped synthetic images (``experiments.seeds.synthetic_dataset``: 10 classes × 500
 training images 32×32×3, 100 held-out images per class as the unseen pool U), class 0 forgotten:
 4,500 retain images, 500 forget images, U of 1,000. Model: ConvNet-3 (width 128), batch 64.
 
@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import synthetic_dataset
+from experiments.seeds import synthetic_dataset
 from jaxunlearn.losses import cross_entropy
 from jaxunlearn.models import build_model, init_params
 from jaxunlearn.train import gather_batch

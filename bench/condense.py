@@ -41,15 +41,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn.condense import (
-    _chunk_layout,
-    _init_stacked,
     blend_clusters,
     blend_prepare_jitted,
     blend_step_jitted,
+    chunk_layout,
+    init_extractors,
     split_free_residual,
 )
-from jaxunlearn.models import build_model
-from jaxunlearn.partition import embed_jitted, init_fn_for, kmeans_by_class, timed
+from jaxunlearn.models import build_model, init_fn_for
+from jaxunlearn.partition import embed_jitted, kmeans_by_class
+from jaxunlearn.timing import timed
 
 
 def _peak_gib() -> float:
@@ -236,9 +237,10 @@ def main(argv=None) -> dict:
     # One Blend iteration (chunk 0) against forward + input-gradient of as many images, and
     # the chunk's target computation against a plain forward of its members.
     chunk = min(args.chunk_size, split.n_free)
-    lay = _chunk_layout(ids, free, chunk)
-    idx, seg, mmask, counts_qk, cmask = (jnp.asarray(a[0]) for a in lay[6:])
-    ext = _init_stacked(k_phi[None], init_fn=init_fn)
+    lay = chunk_layout(ids, free, chunk)
+    idx, seg, mmask, counts_qk, cmask = (
+        jnp.asarray(a[0]) for a in (lay.idx, lay.seg, lay.mmask, lay.counts_qk, lay.cmask))
+    ext = init_extractors(k_phi[None], init_fn=init_fn)
     prep_args = (ext, x_dev, idx, seg, mmask, counts_qk)
     prep = blend_prepare_jitted.lower(*prep_args, apply_fn=model.apply,
                                       batch_size=args.batch_size, method="features").compile()
@@ -263,7 +265,7 @@ def main(argv=None) -> dict:
     rec["blend"] = {"run_s": blend.timings["blend_s"],
                     "compile_s": blend.timings["blend_compile_s"],
                     "n_clusters": split.n_free, "n_members": m_total, "chunk_size": chunk,
-                    "n_chunks": int(lay[6].shape[0]), "chunk_members_padded": int(idx.shape[0]),
+                    "n_chunks": int(lay.idx.shape[0]), "chunk_members_padded": int(idx.shape[0]),
                     "iteration_chunk_s": it_best, "iteration_floor_s": it_floor,
                     "iteration_ratio": it_best / it_floor,
                     "prepare_chunk_s": prep_best, "prepare_floor_s": prep_floor,

@@ -36,25 +36,20 @@ import time
 
 import numpy as np
 
-from experiments.common import (
-    append_record,
-    base_record,
-    load_records,
-    log,
-    main_study,
-    make_forget,
-    open_study,
-    original_record,
-    prepare_seed,
-    run_one,
-    write_results,
-)
+from experiments import cli
+from experiments.condensation import convnet, partition_for_seed
 from experiments.configs.base import StudyConfig
 from experiments.configs.uniform import DATASET_CONFIGS
 from experiments.configs.uniform import get_config as uniform_config
-from jaxunlearn.unlearn import make_unlearn_data
+from experiments.io import log
+from experiments.plots import blend_grid_from_output
+from experiments.study import Column, Columns, RetainSet, SeedColumns, run_study
+from jaxunlearn.condense import blend_clusters, split_free_residual
+from jaxunlearn.metrics import accuracy
+from jaxunlearn.models import init_fn_for
 
-__all__ = ["VARIANTS", "AblationConfig", "get_config", "main", "run", "variant_sets"]
+__all__ = ["VARIANTS", "VARIANT_COLUMNS", "AblationConfig", "get_config", "main", "run",
+           "variant_sets"]
 
 VARIANTS: dict[str, str] = {
     "condense_all": "condense all retain images",
@@ -77,18 +72,14 @@ class AblationConfig(StudyConfig):
     variants: tuple = tuple(VARIANTS)
 
 
-def get_config(name: str = "digits") -> AblationConfig:
+def get_config(name: str = "digits", scale: str | None = None) -> AblationConfig:
     """The ablation on the dataset configuration ``name``: L1-Sparse, 10% uniform forgetting."""
-    base = uniform_config(name, 0.1)
-    cfg = AblationConfig(**dataclasses.asdict(base))
+    base = uniform_config(name, 0.1, scale)
+    cfg = AblationConfig(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
     cfg.name = "ablations"
     cfg.methods = ("l1_sparse",)
     cfg.condensation = (False, True)  # only picks the hyper-parameters per variant, see above
     return cfg
-
-
-def _key(r: dict) -> tuple:
-    return (r["method"], r.get("variant"), int(r["seed"]))
 
 
 def variant_sets(cfg: StudyConfig, paths, ctx, forget, variants) -> dict:
@@ -99,10 +90,6 @@ def variant_sets(cfg: StudyConfig, paths, ctx, forget, variants) -> dict:
     ``sets[variant]`` (``None`` when its set is empty); ``blend_free`` is the BlendOutput of the
     free clusters when computed (for the figure).
     """
-    from experiments.condensation import condense_net, partition_for_seed
-    from jaxunlearn.condense import blend_clusters, split_free_residual
-    from jaxunlearn.partition import init_fn_for
-
     s = ctx.splits
     part = partition_for_seed(cfg, paths, ctx)
     n_clusters = part.num_classes * part.ipc
@@ -110,7 +97,7 @@ def variant_sets(cfg: StudyConfig, paths, ctx, forget, variants) -> dict:
                                 n_clusters)
     free_idx = np.flatnonzero(split.blend_cluster_ids >= 0)
     residual_idx = np.asarray(split.residual_idx)
-    net = condense_net(cfg, s.train_x.shape[1:], s.num_classes)
+    net = convnet(cfg.condense_net, s.train_x.shape[1:], s.num_classes)
     init_fn = init_fn_for(net, s.train_x.shape[1:])
     cid = np.asarray(part.cluster_ids)
 
@@ -129,7 +116,8 @@ def variant_sets(cfg: StudyConfig, paths, ctx, forget, variants) -> dict:
         out = None
         if clusters.size:
             out = blend_clusters(net.apply, init_fn, s.train_x, s.train_y, ids, clusters,
-                                 key=ctx.keys["extractor"], ipc=cfg.ipc, **cfg.blend)
+                                 key=ctx.keys["extractor"], ipc=cfg.ipc,
+                                 **dataclasses.asdict(cfg.blend))
         blends[which] = out
         return out
 
@@ -161,78 +149,62 @@ def variant_sets(cfg: StudyConfig, paths, ctx, forget, variants) -> dict:
             "partition": part, "sets": sets, "blend_free": blends.get("free")}
 
 
-def _split_accs(cfg, ctx, params, free, residual) -> dict:
-    """Accuracy (percent) on the raw free and residual retain images (None when empty)."""
-    from jaxunlearn.metrics import accuracy
+def _seed_columns(cfg: StudyConfig, paths, ctx, forget) -> SeedColumns:
+    """Partition, split and Blends of one seed; records carry the split's sizes and every
+    model's accuracy on the raw free and residual retain images."""
+    t0 = time.perf_counter()
+    vs = variant_sets(cfg, paths, ctx, forget, sorted(cfg.variants))
+    log(f"seed {ctx.seed}: partition, split and Blends in {time.perf_counter() - t0:.1f}s; "
+        f"{len(vs['free_idx'])} free and {len(vs['residual_idx'])} residual retain images")
+    s = ctx.splits
+    if vs["blend_free"] is not None and ctx.seed == cfg.seeds[0]:
+        blend_grid_from_output(os.path.join(paths.root, "blend_grid.png"), s.train_x,
+                               vs["blend_free"], seed=ctx.seed,
+                               title=f"Blend of free clusters ({cfg.dataset}, seed {ctx.seed}): "
+                                     "blended image (red) and its cluster's members")
+    sizes = {"n_free_images": int(len(vs["free_idx"])), "n_residual": int(len(vs["residual_idx"])),
+             "n_free_clusters": int(vs["split"].n_free)}
+    raw = {"free_acc": vs["free_idx"], "residual_acc": vs["residual_idx"]}
 
-    return {name: (accuracy(ctx.apply_fn, params, *xy, batch_size=cfg.eval_batch_size)
-                   if len(xy[1]) else None)
-            for name, xy in (("free_acc", free), ("residual_acc", residual))}
+    def retain_set(column: Column, round_: int, forget_) -> RetainSet | None:
+        got = vs["sets"][column.variant]
+        return None if got is None else RetainSet(*got)
+
+    def fields(column: Column | None) -> dict:
+        if column is None:  # the original model's record
+            return sizes
+        return {**sizes, "variant": column.variant, "variant_desc": VARIANTS[column.variant]}
+
+    def metrics(params) -> dict:
+        """Accuracy (percent) on the raw free and residual retain images (None when empty)."""
+        return {name: (accuracy(ctx.apply_fn, params, s.train_x[idx], s.train_y[idx],
+                                batch_size=cfg.eval_batch_size) if len(idx) else None)
+                for name, idx in raw.items()}
+
+    return SeedColumns(retain_set, fields, metrics)
+
+
+VARIANT_COLUMNS = Columns(lambda cfg: [Column(v in _BLEND_OF, v) for v in cfg.variants],
+                          _seed_columns)
+"""One column per retain-set variant; blended variants take the DC hyper-parameters."""
 
 
 def run(config: StudyConfig, workdir: str) -> list[dict]:
     """Run the ablation ``config`` into ``workdir``; return all its records."""
-    cfg = config
-    variants = tuple(getattr(cfg, "variants", VARIANTS))
+    variants = tuple(getattr(config, "variants", ()))
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise ValueError(f"unknown or no variants {list(unknown)}; expected some of "
                          f"{list(VARIANTS)}")
-    if cfg.scenario != "uniform":
-        raise ValueError(f"the paper's ablation forgets uniformly; got scenario {cfg.scenario!r}")
-    paths, ds, done = open_study(cfg, workdir, key=_key)
-    methods_cache: dict = {}
-    for seed in cfg.seeds:
-        pending = [(m, v) for v in variants for m in cfg.methods if (m, v, seed) not in done]
-        if not pending and ("original", None, seed) in done:
-            log(f"seed {seed}: all records present, skipping")
-            continue
-        ctx = prepare_seed(cfg, paths, ds, seed)
-        forget = make_forget(cfg, ctx)
-        t0 = time.perf_counter()
-        vs = variant_sets(cfg, paths, ctx, forget, sorted({v for _, v in pending}))
-        log(f"seed {seed}: partition, split and Blends in {time.perf_counter() - t0:.1f}s; "
-            f"{len(vs['free_idx'])} free and {len(vs['residual_idx'])} residual retain images")
-        s = ctx.splits
-        free = (s.train_x[vs["free_idx"]], s.train_y[vs["free_idx"]])
-        residual = (s.train_x[vs["residual_idx"]], s.train_y[vs["residual_idx"]])
-
-        base = {**base_record(cfg, ctx, forget, 0), "n_free_images": int(len(vs["free_idx"])),
-                "n_residual": int(len(vs["residual_idx"])),
-                "n_free_clusters": int(vs["split"].n_free)}
-        if ("original", None, seed) not in done:
-            rec = original_record(cfg, ctx, forget, base)
-            append_record(paths.records,
-                          {**rec, **_split_accs(cfg, ctx, ctx.original, free, residual)})
-        if vs["blend_free"] is not None and seed == cfg.seeds[0]:
-            from experiments.plots import blend_grid_from_output
-
-            blend_grid_from_output(os.path.join(paths.root, "blend_grid.png"), s.train_x,
-                                   vs["blend_free"], seed=seed,
-                                   title=f"Blend of free clusters ({cfg.dataset}, seed {seed}): "
-                                         "blended image (red) and its cluster's members")
-        for name, v in pending:
-            got = vs["sets"][v]
-            if got is None:
-                log(f"seed {seed} {name} [{v}]: empty retain set for this variant, skipped")
-                continue
-            x, y, stages = got
-            condensed = v in _BLEND_OF
-            data = make_unlearn_data((x, y), (s.train_x[forget.forget_idx],
-                                              s.train_y[forget.forget_idx]),
-                                     (s.unseen_x, s.unseen_y), s.num_classes)
-            rec = run_one(cfg, paths, ctx, forget, name, condensed, data, stages, methods_cache,
-                          {**base, "variant": v, "variant_desc": VARIANTS[v]})
-            params = rec.pop("_params")
-            append_record(paths.records, {**rec, **_split_accs(cfg, ctx, params, free, residual)})
-        write_results(paths)
-    write_results(paths)
-    return load_records(paths.records)
+    if config.scenario != "uniform":
+        raise ValueError(f"the paper's ablation forgets uniformly; got scenario "
+                         f"{config.scenario!r}")
+    return run_study(config, workdir, VARIANT_COLUMNS)
 
 
 def main(argv=None) -> int:
-    return main_study(get_config, __doc__.splitlines()[0], argv, runner=run,
-                      configs=list(DATASET_CONFIGS))
+    return cli.main(get_config, run, __doc__, argv, configs=list(DATASET_CONFIGS),
+                    scales=True)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import sys
 
-from experiments.common import main_study
+from experiments import cli
 from experiments.configs.base import StudyConfig
 from experiments.configs.digits import get_config as _digits_config
+from experiments.study import run_study
 
 __all__ = ["get_config", "main", "run"]
 
@@ -26,13 +27,11 @@ def get_config() -> StudyConfig:
 
 def run(config: StudyConfig, workdir: str) -> list[dict]:
     """Run the study ``config`` into ``workdir``; return its records."""
-    from experiments.common import run_study
-
     return run_study(config, workdir)
 
 
 def main(argv=None) -> int:
-    return main_study(get_config, __doc__.splitlines()[0], argv)
+    return cli.main(get_config, run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -4,25 +4,31 @@ forget request (SPEC §3). The library does the work (:mod:`jaxunlearn.partition
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 from typing import Any
 
 import numpy as np
 
+from experiments.io import atomic_write
+from experiments.plots import blend_grid_from_output
+from experiments.seeds import partition_keys
 from jaxunlearn.condense import condense
-from jaxunlearn.models import build_model
-from jaxunlearn.partition import PartitionOutput, init_fn_for, partition_by_class
+from jaxunlearn.models import build_model, init_fn_for
+from jaxunlearn.partition import PartitionOutput, partition_by_class
 
-__all__ = ["condense_for_study", "condense_net", "partition_for_seed"]
+__all__ = ["condense_for_study", "convnet", "partition_for_seed"]
 
 _TIMING_KEYS = ("embed_s", "kmeans_s", "embed_compile_s", "kmeans_compile_s")
 
 
-def condense_net(cfg: Any, image_shape: tuple, num_classes: int):
-    """The random, never-trained ConvNet of ψ and φ (SPEC §3.1, §3.3)."""
-    depth = cfg.condense_net.get("depth") or (3 if image_shape[0] >= 32 else 2)
-    return build_model("convnet", num_classes, depth=depth, width=cfg.condense_net["width"])
+def convnet(net: Any, image_shape: tuple, num_classes: int):
+    """The random, never-trained ConvNet of ψ and φ (SPEC §3.1, §3.3), or any ConvNet of a
+    :class:`~experiments.configs.base.NetSettings` (depth None: 3 at 32×32, 2 below)."""
+    depth = net.depth or (3 if image_shape[0] >= 32 else 2)
+    return build_model("convnet", num_classes, depth=depth, width=net.width)
 
 
 def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:
@@ -37,17 +43,12 @@ def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:
                                   "inertia": float(fields["inertia"]),
                                   "n_empty": int(fields["n_empty"]), "timings": timings})
     s = ctx.splits
-    net = condense_net(cfg, s.train_x.shape[1:], s.num_classes)
-    import jax
-
-    psi = init_fn_for(net, s.train_x.shape[1:])(ctx.keys["partition"])
+    net = convnet(cfg.condense_net, s.train_x.shape[1:], s.num_classes)
+    psi_key, kmeans_key = partition_keys(ctx.keys)
+    psi = init_fn_for(net, s.train_x.shape[1:])(psi_key)
     part = partition_by_class(net.apply, psi, s.train_x, s.train_y, num_classes=s.num_classes,
-                              ipc=cfg.ipc, key=jax.random.fold_in(ctx.keys["partition"], 1))
+                              ipc=cfg.ipc, key=kmeans_key)
     arrays = {k: np.asarray(v) for k, v in part._asdict().items() if k != "timings"}
-    import io
-
-    from experiments.common import atomic_write
-
     buf = io.BytesIO()
     np.savez(buf, timings=json.dumps(part.timings), **arrays)
     atomic_write(path, buf.getvalue())
@@ -63,13 +64,12 @@ def condense_for_study(cfg: Any, paths: Any, ctx: Any, forget: Any) -> dict:
     """
     s = ctx.splits
     part = partition_for_seed(cfg, paths, ctx)
-    net = condense_net(cfg, s.train_x.shape[1:], s.num_classes)
+    net = convnet(cfg.condense_net, s.train_x.shape[1:], s.num_classes)
     out = condense(net.apply, init_fn_for(net, s.train_x.shape[1:]), s.train_x, s.train_y, part,
-                   forget.forget_idx, forget.retain_idx, key=ctx.keys["extractor"], **cfg.blend)
+                   forget.forget_idx, forget.retain_idx, key=ctx.keys["extractor"],
+                   **dataclasses.asdict(cfg.blend))
     grid = os.path.join(paths.root, "blend_grid.png")
     if out.blend is not None and not os.path.exists(grid):  # the first condensed request's
-        from experiments.plots import blend_grid_from_output
-
         blend_grid_from_output(grid, s.train_x, out.blend, seed=ctx.seed,
                                title=f"Blend ({cfg.dataset}, seed {ctx.seed}, ipc {cfg.ipc}): "
                                      "blended image (red) and its cluster's members")

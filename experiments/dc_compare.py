@@ -1,10 +1,11 @@
 """Dataset-condensation comparison: Blend against distribution matching (SPEC §3.4, paper §4.2).
 
     python -m experiments.dc_compare --workdir runs/dc_compare                   # embedded digits
-    python -m experiments.dc_compare --workdir runs/dc_c10 --dataset cifar10 --data_dir D \\
-        --max_per_class_train 500 --max_per_class_test 200                     # CIFAR-10, CPU-sized
+    python -m experiments.dc_compare --workdir runs/dc_c10 --config cifar10 --data_dir D \\
+        --set max_per_class_train=500 --set max_per_class_test=200             # CIFAR-10, CPU-sized
 
-For each ipc (``--ipc``, default 1, 10, 50) and seed (``--seeds``, default 3), the training split
+For each ipc (``ipcs``, default 1, 10, 50: ``--set 'ipcs=[1,10]'``) and seed (``--seeds``,
+default 3), the training split
 is condensed to ``ipc`` images per class by
 
 - **Blend** (the library's :func:`jaxunlearn.partition.partition_by_class` +
@@ -18,20 +19,24 @@ is condensed to ``ipc`` images per class by
 - **DM** (:func:`jaxunlearn.condense.distribution_matching`): synthetic pixels initialised from
   real images, a freshly sampled random ConvNet (the same architecture as Blend's) every
   iteration, per-class mean-embedding matching, SGD lr 1.0, momentum 0.5. Its budget is a
-  multiple (``--dm_budgets``, default 1×, 10×, 100×) of Blend's end-to-end (+partition) time of
+  multiple (``dm_budgets``, default 1×, 10×, 100×) of Blend's end-to-end (+partition) time of
   the same ipc and seed, turned into an **iteration count**: a 10-iteration calibration run
   measures DM's seconds per iteration, and DM at budget b runs ``max(1, round(b · T_blend /
   t_iter))`` iterations. All budgets share one key, so the 1× run is a prefix of the 10× one.
 - **Random real images**: ``ipc`` real training images per class, drawn with a seeded generator.
-- **Full training set**: the upper bound (``--no_full_data`` skips it).
+- **Full training set**: the upper bound (``--set full_data=false`` skips it).
 
 Every set then trains the same ConvNet from the same initialisation (per seed) with the same
-budget: ``eval.steps`` optimiser steps (``--eval_steps``) of SGD (momentum 0.9, weight decay
+budget: ``eval.steps`` optimiser steps (``--set eval.steps=N``) of SGD (momentum 0.9, weight decay
 5e-4, cosine per epoch) at batch ``eval.batch_size``; a set smaller than a batch is one
 full batch per step, a larger one gets ``round(steps / steps_per_epoch)`` epochs, so every set
 gets the same number of steps up to one epoch (the exact count is in each record). Test accuracy
 is measured on the dataset's test split. Unlike the reference (40 evaluation epochs on Blend's
 set, 10 on the others'), no method gets a larger evaluation budget.
+
+Keys: the seed's keys by purpose (``experiments/seeds.py``), as in every study: the partition's
+ψ and k-means keys, Blend's extractor key, ``dm`` for DM, ``init`` and ``train`` for the
+evaluation ConvNet.
 
 Writes into ``--workdir``: ``config.json``, ``records.jsonl`` (one row per method × ipc × seed:
 ``method, ipc, seed, condense_s, partition_s, compile_s, iterations, test_acc, n_images`` and
@@ -64,77 +69,90 @@ Approximate or scaled down, and why:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import (
+from experiments import cli
+from experiments.condensation import convnet
+from experiments.configs.base import BlendSettings, Config, NetSettings
+from experiments.io import (
     append_record,
     atomic_write,
+    check_workdir,
     load_records,
-    load_study_dataset,
     log,
-    parse_seeds,
     prepare_workdir,
-    run_and_report,
+    save_config,
 )
-from experiments.condensation import condense_net
+from experiments.plots import blend_grid_from_output
 from experiments.report import format_ci
-from jaxunlearn import data as jdata
+from experiments.seeds import load_study_dataset, partition_keys, seed_keys
 from jaxunlearn import train
 from jaxunlearn.condense import blend_clusters, blend_lr, distribution_matching
 from jaxunlearn.metrics import accuracy
-from jaxunlearn.models import build_model, init_params
-from jaxunlearn.partition import init_fn_for, partition_by_class
+from jaxunlearn.models import init_fn_for, init_params
+from jaxunlearn.partition import partition_by_class
 
-__all__ = ["DCCompareConfig", "get_config", "main", "results_table", "run"]
+__all__ = ["CONFIGS", "DCCompareConfig", "DMSettings", "EvalSettings", "get_config", "main",
+           "results_table", "run"]
 
-# Fields a rerun may change without invalidating the records already written.
-_GROWABLE = ("seeds", "ipcs", "dm_budgets", "full_data", "data_dir", "notes")
-_KEYS = {"partition": 0, "kmeans": 1, "extractor": 2, "dm": 3, "eval_init": 4, "eval_train": 5}
+CONFIGS = ("digits", "cifar10", "cinic10", "svhn", "synthetic")  # --config
 
 
 @dataclasses.dataclass
-class DCCompareConfig:
+class DMSettings:
+    """Distribution matching's optimisation (SPEC §3.4)."""
+
+    lr: float = 1.0
+    momentum: float = 0.5
+    batch_real: int = 256
+    calibration_iterations: int = 10
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    """The evaluation ConvNet and its training budget, identical for every condensed set."""
+
+    width: int = 128
+    depth: int | None = None      # None: 3 at 32×32 inputs, 2 at 8×8
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+
+@dataclasses.dataclass
+class DCCompareConfig(Config):
     """The comparison's settings; see the module docstring for values and reasons."""
 
+    GROWABLE: ClassVar[tuple[str, ...]] = ("seeds", "ipcs", "dm_budgets", "full_data",
+                                           "data_dir", "notes")
+
     name: str = "dc_compare"
-    dataset: str = "digits"
-    data_dir: str | None = None
-    max_per_class_train: int | None = None
-    max_per_class_test: int | None = None
-    seeds: tuple = (0, 1, 2)
     ipcs: tuple = (1, 10, 50)
     dm_budgets: tuple = (1, 10, 100)       # multiples of Blend's (+partition) time
     full_data: bool = True                  # the full-training-set upper bound
-    # the random ConvNets ψ, φ and DM's extractors: depth None = 3 at 32×32, 2 at 8×8
-    condense_net: dict = dataclasses.field(default_factory=lambda: dict(width=128, depth=None))
-    blend: dict = dataclasses.field(default_factory=lambda: dict(
-        iterations=20, momentum=0.5, weights="sum", n_extractors=1))  # lr: blend_lr(ipc)
-    dm: dict = dataclasses.field(default_factory=lambda: dict(
-        lr=1.0, momentum=0.5, batch_real=256, calibration_iterations=10))
-    # the evaluation ConvNet and its training budget, identical for every condensed set
-    eval: dict = dataclasses.field(default_factory=lambda: dict(
-        width=128, depth=None, steps=300, batch_size=64, lr=0.01, momentum=0.9,
-        weight_decay=5e-4))
-    notes: dict = dataclasses.field(default_factory=dict)
+    blend: BlendSettings = dataclasses.field(
+        default_factory=lambda: BlendSettings(iterations=20))  # lr: blend_lr(ipc)
+    dm: DMSettings = dataclasses.field(default_factory=DMSettings)
+    eval: EvalSettings = dataclasses.field(default_factory=EvalSettings)
 
 
 def get_config(dataset: str = "digits") -> DCCompareConfig:
     """The comparison on ``dataset``: the embedded digits are scaled down (see the docstring)."""
     cfg = DCCompareConfig(dataset=dataset)
     if dataset.strip().lower() in ("digits", "sklearn_digits"):
-        cfg.condense_net = dict(width=64, depth=2)
-        cfg.eval = dict(cfg.eval, width=64, depth=2)
+        cfg.condense_net = NetSettings(width=64, depth=2)
+        cfg.eval = dataclasses.replace(cfg.eval, width=64, depth=2)
         cfg.notes = {
             "nets": "depth 2, width 64 at 8x8 (paper: ConvNet-3, width 128, 32x32)",
             "eval": "300 SGD steps of batch 64 for every set (DM's reference: 1000 epochs)",
@@ -159,10 +177,10 @@ def _validate(cfg: DCCompareConfig) -> None:
     if not cfg.dm_budgets or any(not (isinstance(b, int | float) and b > 0 and math.isfinite(b))
                                  for b in cfg.dm_budgets):
         raise ValueError(f"dm_budgets: expected positive numbers, got {list(cfg.dm_budgets)}")
-    steps, bs = cfg.eval.get("steps"), cfg.eval.get("batch_size")
+    steps, bs = cfg.eval.steps, cfg.eval.batch_size
     if not isinstance(steps, int) or steps < 1 or not isinstance(bs, int) or bs < 1:
         raise ValueError(f"eval steps and batch_size must be positive integers; got {steps}, {bs}")
-    if cfg.blend.get("iterations", 0) < 1 or cfg.dm.get("calibration_iterations", 0) < 1:
+    if cfg.blend.iterations < 1 or cfg.dm.calibration_iterations < 1:
         raise ValueError("blend iterations and dm calibration_iterations must be >= 1")
 
 
@@ -176,52 +194,23 @@ def _check_ipcs(cfg: DCCompareConfig, y_train: np.ndarray, num_classes: int) -> 
             f"split (class {int(counts.argmin())}) holds {small} images, so ipc must be <= {small}")
 
 
-def _save_config(cfg: DCCompareConfig, path: str) -> None:
-    text = json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True, default=list)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        new = json.loads(text)
-        diff = sorted(k for k in set(old) | set(new)
-                      if k not in _GROWABLE and old.get(k) != new.get(k))
-        if diff:
-            raise ValueError(f"{os.path.dirname(path)!r} holds a comparison with a different "
-                             f"configuration (differs in {diff}); use another --workdir")
-    atomic_write(path, text)
-
-
-def _load(cfg: DCCompareConfig) -> Any:
-    """The dataset: ValueError for an unknown name, DatasetNotFoundError within seconds (never a
-    download) when the files are not in ``data_dir``; ``synthetic`` is the study's stand-in."""
-    if cfg.dataset == "synthetic":
-        return load_study_dataset(cfg)
-    return jdata.load_dataset(cfg.dataset, cfg.data_dir, download=False,
-                              max_per_class_train=cfg.max_per_class_train,
-                              max_per_class_test=cfg.max_per_class_test)
-
-
 # ---------------------------------------------------------------------------------------------
 # The three condensations
 
 
-def _key(seed: int, purpose: str, *extra: int) -> jax.Array:
-    k = jax.random.fold_in(jax.random.key(seed), _KEYS[purpose])
-    for e in extra:
-        k = jax.random.fold_in(k, e)
-    return k
-
-
 def _blend(cfg, net, init_fn, x, y, num_classes, ipc, seed):
     """Partition + Blend of the whole training set; returns (BlendOutput, stage times)."""
-    psi = init_fn(_key(seed, "partition"))
-    part = partition_by_class(net.apply, psi, x, y, num_classes=num_classes, ipc=ipc,
-                              key=_key(seed, "kmeans"))
+    keys = seed_keys(seed)
+    psi_key, kmeans_key = partition_keys(keys)
+    part = partition_by_class(net.apply, init_fn(psi_key), x, y, num_classes=num_classes,
+                              ipc=ipc, key=kmeans_key)
     t0 = time.perf_counter()
     # no forget request: every non-empty cluster is free (empty k-means clusters are skipped)
     free = np.flatnonzero(np.asarray(part.sizes) > 0).astype(np.int32)
     split_s = time.perf_counter() - t0
     out = blend_clusters(net.apply, init_fn, x, y, part.cluster_ids, free,
-                         key=_key(seed, "extractor"), ipc=ipc, lr=blend_lr(ipc), **cfg.blend)
+                         key=keys["extractor"], ipc=ipc, lr=blend_lr(ipc),
+                         **dataclasses.asdict(cfg.blend))
     t = {**part.timings, **out.timings}
     stages = {
         "embed_s": t["embed_s"], "kmeans_s": t["kmeans_s"], "split_s": split_s,
@@ -235,9 +224,11 @@ def _blend(cfg, net, init_fn, x, y, num_classes, ipc, seed):
 
 
 def _dm(cfg, net, init_fn, x, y, num_classes, ipc, seed, iterations):
-    dm = {k: v for k, v in cfg.dm.items() if k != "calibration_iterations"}
+    dm = cfg.dm
     return distribution_matching(net.apply, init_fn, x, y, num_classes=num_classes, ipc=ipc,
-                                 key=_key(seed, "dm", ipc), iterations=int(iterations), **dm)
+                                 key=jax.random.fold_in(seed_keys(seed)["dm"], ipc),
+                                 iterations=int(iterations), lr=dm.lr, momentum=dm.momentum,
+                                 batch_real=dm.batch_real)
 
 
 def _random_real(y: np.ndarray, num_classes: int, ipc: int, seed: int) -> np.ndarray:
@@ -259,21 +250,21 @@ def _evaluator(cfg: DCCompareConfig, model: Any, ds: Any):
     which over the ≈50 evaluations of a run would cost more than the condensations.
     """
     e = cfg.eval
-    opt = train.sgd(e["lr"], e["momentum"], e["weight_decay"])
+    opt = train.sgd(e.lr, e.momentum, e.weight_decay)
     phase = train.Phase("train", train.ce_step(model.apply, opt))
 
     def evaluate(params0, x, y, seed) -> dict:
-        n, bs = len(y), e["batch_size"]
+        n, bs = len(y), e.batch_size
         per_epoch = max(1, math.ceil(n / bs))
-        epochs = max(1, round(e["steps"] / per_epoch))
+        epochs = max(1, round(e.steps / per_epoch))
         t0 = time.perf_counter()
         params = jax.tree.map(jnp.copy, params0)  # the steps donate their state
         state = train.TrainState(params, opt.init(params), (), jnp.int32(0))
         runner = train.PhaseRunner()
         state, _ = train.run_phases(
-            state, {"train": train.make_pool(x, y)}, _key(seed, "eval_train"), epochs=epochs,
+            state, {"train": train.make_pool(x, y)}, seed_keys(seed)["train"], epochs=epochs,
             phases=lambda _: (phase,), batch_size=bs,
-            lr_schedule=train.cosine_with_warmup(e["lr"], epochs, 0), runner=runner)
+            lr_schedule=train.cosine_with_warmup(e.lr, epochs, 0), runner=runner)
         acc = accuracy(model.apply, state.params, ds.x_test, ds.y_test)
         return {"test_acc": float(acc), "eval_steps": epochs * per_epoch, "eval_epochs": epochs,
                 "eval_s": time.perf_counter() - t0, "eval_compile_s": runner.compile_s}
@@ -296,10 +287,9 @@ class _Context:
         self.cfg, self.paths, self.ds = cfg, paths, ds
         self.x, self.y, self.C = ds.x_train, ds.y_train, ds.num_classes
         self.shape = tuple(ds.x_train.shape[1:])
-        self.net = condense_net(cfg, self.shape, self.C)
+        self.net = convnet(cfg.condense_net, self.shape, self.C)
         self.init_fn = init_fn_for(self.net, self.shape)
-        depth = cfg.eval["depth"] or (3 if self.shape[0] >= 32 else 2)
-        self.model = build_model("convnet", self.C, depth=depth, width=cfg.eval["width"])
+        self.model = convnet(cfg.eval, self.shape, self.C)
         self.evaluate = _evaluator(cfg, self.model, ds)
         self.base = {"dataset": ds.name, "n_train": int(len(self.y)),
                      "n_test": int(len(ds.y_test))}
@@ -342,15 +332,13 @@ def _blend_row(ctx: _Context, ipc: int, seed: int, params0: Any) -> None:
     cfg = ctx.cfg
     out, st = ctx.blend(ipc, seed)
     if seed == cfg.seeds[0]:
-        from experiments.plots import blend_grid_from_output
-
         blend_grid_from_output(
             os.path.join(ctx.paths.root, f"blend_grid_ipc{ipc}.png"), ctx.x, out, seed=seed,
             title=f"Blend, {ctx.ds.name}, ipc {ipc}, seed {seed}: blended image (red) and its "
                   "cluster's members")
     ev = ctx.evaluate(params0, np.asarray(out.images), out.labels, seed)
     ctx.write({"method": "blend", "ipc": ipc, "seed": seed,
-               "iterations": int(cfg.blend["iterations"]),
+               "iterations": int(cfg.blend.iterations),
                "n_images": int(out.images.shape[0]), **st, **ev})
     log(f"seed {seed} ipc {ipc} Blend: {out.images.shape[0]} images, blend "
         f"{st['condense_s']:.3f}s + partition {st['partition_s']:.3f}s "
@@ -361,7 +349,7 @@ def _dm_rows(ctx: _Context, ipc: int, seed: int, params0: Any, budgets: list) ->
     """DM at each budget b × Blend's (+partition) time, as a calibrated iteration count."""
     b_rec = ctx.done[("blend", ipc, seed)]
     budget_s = b_rec["condense_s"] + b_rec["partition_s"]
-    calib_it = int(ctx.cfg.dm["calibration_iterations"])
+    calib_it = int(ctx.cfg.dm.calibration_iterations)
     calib, compile_s = ctx.dm(ipc, seed, calib_it, warm=True)
     iter_s = calib.timings["dm_s"] / calib_it
     base_it = budget_s / iter_s
@@ -403,16 +391,14 @@ def run(cfg: DCCompareConfig, workdir: str) -> list[dict]:
       DatasetNotFoundError: the dataset's files are not in ``data_dir`` (within seconds).
     """
     _validate(cfg)
-    root = os.path.abspath(os.path.expanduser(workdir))
-    if os.path.exists(root) and not os.path.isdir(root):
-        raise ValueError(f"--workdir {root!r} exists and is not a directory")
-    ds = _load(cfg)
+    check_workdir(workdir)
+    ds = load_study_dataset(cfg, download=False)
     _check_ipcs(cfg, ds.y_train, ds.num_classes)
-    paths = prepare_workdir(root)
-    _save_config(cfg, paths.config)
+    paths = prepare_workdir(workdir)
+    save_config(cfg, paths.config)
     ctx = _Context(cfg, paths, ds)
     for seed in cfg.seeds:
-        params0 = init_params(ctx.model, _key(seed, "eval_init"), ctx.shape)  # one init per seed
+        params0 = init_params(ctx.model, seed_keys(seed)["init"], ctx.shape)  # one init per seed
         if cfg.full_data and not ctx.has("full_data", None, seed):
             _real_row(ctx, None, seed, params0)
         for ipc in cfg.ipcs:
@@ -440,12 +426,12 @@ def results_table(records: list[dict], cfg: DCCompareConfig) -> str:
     lines = [
         f"# Dataset condensation: Blend vs distribution matching ({cfg.dataset})", "",
         f"Training split {ds.get('n_train', '?')} images, test split {ds.get('n_test', '?')}. "
-        f"Every set trains the same ConvNet (width {e['width']}) from the same initialisation "
-        f"per seed for {e['steps']} SGD steps (batch {e['batch_size']}, lr {e['lr']}, "
+        f"Every set trains the same ConvNet (width {e.width}) from the same initialisation "
+        f"per seed for {e.steps} SGD steps (batch {e.batch_size}, lr {e.lr}, "
         "cosine; up to one epoch more or less, see `eval_steps` in the records).",
-        f"Blend: {cfg.blend['iterations']} iterations, lr = blend_lr(ipc). DM budget: "
+        f"Blend: {cfg.blend.iterations} iterations, lr = blend_lr(ipc). DM budget: "
         "b × Blend's (+partition) time of the same ipc and seed, as an iteration count from a "
-        f"measured per-iteration time ({cfg.dm['calibration_iterations']}-iteration "
+        f"measured per-iteration time ({cfg.dm.calibration_iterations}-iteration "
         "calibration; iterations: mean [min, max] over seeds). Times are run seconds without "
         "compilation (compile summed over seeds apart: each program compiles once per process).",
         "",
@@ -490,44 +476,8 @@ def results_table(records: list[dict], cfg: DCCompareConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def _ints(text: str) -> tuple:
-    return tuple(int(t) for t in text.split(",") if t.strip())
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True, help="output folder (created; reruns resume)")
-    p.add_argument("--ipc", default="1,10,50", help="comma-separated images per class")
-    p.add_argument("--seeds", default="3", help="a count (3 = seeds 0,1,2) or a list (0,4)")
-    p.add_argument("--dataset", default="digits", help="digits, cifar10, ... (load_dataset)")
-    p.add_argument("--data_dir", help="where the dataset archives are (never downloaded)")
-    p.add_argument("--dm_budgets", default="1,10,100",
-                   help="DM budgets as multiples of Blend's (+partition) time")
-    p.add_argument("--eval_steps", type=int, help="optimiser steps of every evaluation training")
-    p.add_argument("--max_per_class_train", type=int, help="seeded class-balanced subsample")
-    p.add_argument("--max_per_class_test", type=int, help="seeded class-balanced subsample")
-    p.add_argument("--no_full_data", action="store_true", help="skip the full-data upper bound")
-    args = p.parse_args(argv)
-
-    def make_config() -> DCCompareConfig:
-        cfg = get_config(args.dataset)
-        cfg.ipcs, cfg.seeds = _ints(args.ipc), parse_seeds(args.seeds)
-        cfg.dm_budgets = tuple(float(t) if "." in t or "e" in t else int(t)
-                               for t in args.dm_budgets.split(",") if t.strip())
-        cfg.data_dir = args.data_dir
-        cfg.max_per_class_train, cfg.max_per_class_test = (args.max_per_class_train,
-                                                           args.max_per_class_test)
-        cfg.full_data = not args.no_full_data
-        if args.eval_steps is not None:
-            cfg.eval = dict(cfg.eval, steps=args.eval_steps)
-        return cfg
-
-    return run_and_report(make_config, run, args.workdir)
+    return cli.main(get_config, run, __doc__, argv, configs=CONFIGS)
 
 
 if __name__ == "__main__":

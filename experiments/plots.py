@@ -27,6 +27,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from experiments.io import atomic_write
+from jaxunlearn.losses import cross_entropy
+from jaxunlearn.metrics import confidence_interval, predict_logits
 
 __all__ = [
     "LOSS_EDGES",
@@ -63,19 +72,16 @@ def per_example_loss(apply_fn: Callable, params: Any, x_NxHxWxC: Any, y_N: Any, 
       batch_size: images per forward pass (see ``jaxunlearn.metrics.predict_logits``).
 
     Returns:
-      ``[n]`` float64 host array of per-example cross-entropies (nats).
+      ``[n]`` float64 host array of per-example cross-entropies (nats), computed in float32 by
+      :func:`jaxunlearn.losses.cross_entropy`.
     """
-    from jaxunlearn.metrics import predict_logits
-
     y = np.asarray(y_N)
     if np.shape(x_NxHxWxC)[:1] != y.shape or y.ndim != 1:
         raise ValueError(f"expected x [n, ...] and y [n]; got {np.shape(x_NxHxWxC)} and {y.shape}")
-    logits = np.asarray(predict_logits(apply_fn, params, x_NxHxWxC, batch_size), np.float64)
     if y.shape[0] == 0:
         return np.zeros((0,), np.float64)
-    top = logits.max(axis=1, keepdims=True)  # stable log-sum-exp
-    lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-    return lse - logits[np.arange(y.shape[0]), y]
+    logits = predict_logits(apply_fn, params, x_NxHxWxC, batch_size)
+    return np.asarray(cross_entropy(logits, y), np.float64)
 
 
 def loss_histogram(apply_fn: Callable, params: Any, forget: tuple[Any, Any],
@@ -108,17 +114,12 @@ def loss_histogram(apply_fn: Callable, params: Any, forget: tuple[Any, Any],
 
 
 def _figure(w: float, h: float, layout: str | None = None):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(w, h), dpi=110, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
 
 def _save(fig, path: str) -> str:
-    from experiments.common import atomic_write
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     atomic_write(path, buf.getvalue())
@@ -139,8 +140,6 @@ def _short_labels(records: Sequence[dict]) -> Callable[[str], str]:
 
 
 def _mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    from jaxunlearn.metrics import confidence_interval
-
     vals = [float(v) for v in values if v is not None and np.isfinite(v)]
     if not vals:
         return float("nan"), float("nan")
@@ -213,8 +212,6 @@ def tradeoff_plot(path: str, records: Sequence[dict]) -> str | None:
                       " (s, unlearning + Blend stages, log)")
         ax.set_ylabel(name + (f", round {last}" if multi else ""))
         ax.grid(alpha=0.3, which="both")
-    from matplotlib.lines import Line2D
-
     handles = [Line2D([], [], marker="o", ls="", color="k", mfc="white", label="w/o condensation"),
                Line2D([], [], marker="o", ls="", color="k", label="with Blend condensation")]
     axes[1].legend(handles=handles, loc="best", fontsize=8)
@@ -436,8 +433,6 @@ def _clip_percent(ax) -> None:
 
 def _log_axis(ax, which: str) -> None:
     """Log scale with plain-number labels at 1, 2, 5 × 10^k (no crowded minor labels)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     axis = ax.xaxis if which == "x" else ax.yaxis
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -446,8 +441,6 @@ def _log_axis(ax, which: str) -> None:
 
 
 def _colours(n: int) -> list:
-    from matplotlib import colormaps
-
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from experiments import plots
+from experiments.io import atomic_write
 from jaxunlearn.metrics import confidence_interval
 
 __all__ = ["ablation_table", "average_gap", "format_ci", "results_table", "rounds_table",
@@ -160,9 +162,7 @@ def ablation_table(records: Sequence[dict]) -> str:
 
 
 def write_report(workdir: str, records: Sequence[dict]) -> str:
-    """Write ``results.md`` (and the plots, when matplotlib is available) into ``workdir``."""
-    from experiments.common import atomic_write
-
+    """Write ``results.md`` and the plots into ``workdir``."""
     if not records:
         return ""
     r0 = records[0]
@@ -191,9 +191,5 @@ def write_report(workdir: str, records: Sequence[dict]) -> str:
                 parts += [title, "", stages, ""]
     text = "\n".join(parts)
     atomic_write(os.path.join(workdir, "results.md"), text)
-    try:
-        from experiments.plots import write_plots
-    except ImportError:
-        return text
-    write_plots(workdir, records)
+    plots.write_plots(workdir, records)
     return text

@@ -9,7 +9,8 @@ reference also runs 0.1% and 50%: ``--set forget_fraction=0.001`` / ``0.5``), th
 selected method without and with Blend condensation, 3 seeds by default. Records and tables are
 those of the class-forgetting study (``config.json``, ``records.jsonl``, ``results.md``, plots);
 a rerun resumes. ``--config`` picks the dataset configuration (``digits``, ``cifar10``,
-``svhn``, ``cinic10``, their ``:cpu`` variants, ``synthetic`` for CIFAR-shaped timings).
+``svhn``, ``cinic10``, ``synthetic`` for CIFAR-shaped timings; ``--scale cpu`` for the CPU-sized
+form of a paper dataset).
 
 On the digits (≈810 training images) 0.1% is a single image: too few for the MIA's 5-fold
 cross-validation, so that option is for CIFAR-scale data (50 images).
@@ -19,17 +20,19 @@ from __future__ import annotations
 
 import sys
 
-from experiments.common import main_study, run_study
+from experiments import cli
 from experiments.configs.base import StudyConfig
 from experiments.configs.uniform import DATASET_CONFIGS
 from experiments.configs.uniform import get_config as uniform_config
+from experiments.study import run_study
 
 __all__ = ["get_config", "main", "run"]
 
 
-def get_config(name: str = "digits", fraction: float = 0.1) -> StudyConfig:
+def get_config(name: str = "digits", fraction: float = 0.1,
+               scale: str | None = None) -> StudyConfig:
     """Uniform forgetting of ``fraction`` on the dataset configuration ``name``."""
-    cfg = uniform_config(name, fraction)
+    cfg = uniform_config(name, fraction, scale)
     cfg.name = "uniform_forget"
     return cfg
 
@@ -42,8 +45,8 @@ def run(config: StudyConfig, workdir: str) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    return main_study(get_config, __doc__.splitlines()[0], argv, runner=run,
-                      configs=list(DATASET_CONFIGS))
+    return cli.main(get_config, run, __doc__, argv, configs=list(DATASET_CONFIGS),
+                    scales=True)
 
 
 if __name__ == "__main__":

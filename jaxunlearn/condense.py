@@ -22,6 +22,16 @@ per 32×32 image for the ConvNet-3). Members are padded to the largest chunk and
 members and padded clusters never contribute), so one compiled program serves every chunk; the
 chunks and iterations run from the host, one compiled step per call (on XLA:CPU the same
 forward/backward ran ≈1.4× slower inside a ``lax.scan`` than as a top-level program).
+:func:`blend_clusters` is three parts: the argument checks, the :class:`ChunkLayout` of the
+members (:func:`chunk_layout`) and the compiled loop over chunks and iterations.
+
+Shared pieces live in the module a reader would open for them: the extractors' features and
+``init_fn`` in :mod:`jaxunlearn.models` (:func:`~jaxunlearn.models.batched_features`,
+:func:`~jaxunlearn.models.init_fn_for`), the per-class row table in :mod:`jaxunlearn.partition`,
+the input checks in :mod:`jaxunlearn.checks`, ahead-of-time compilation timed apart in
+:mod:`jaxunlearn.timing`, DM's per-class draw without replacement in :mod:`jaxunlearn.train`
+(:func:`~jaxunlearn.train.sample_without_replacement`) and its masked mean in
+:func:`jaxunlearn.losses.weighted_mean`.
 
 Measured (``bench/condense.py``, ConvNet-3, shared 2-core CPU): one Blend iteration on a chunk
 of 1024 clusters costs 1.00× a forward + input-gradient pass of 1024 images, and the targets
@@ -41,29 +51,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn.partition import (
-    PartitionOutput,
-    _batched_features,
-    _check_images,
-    _check_ipc,
-    _check_labels,
-    _class_index_table,
-    _features,
-    timed,
-)
+from jaxunlearn.checks import check_images, check_index_set, check_ipc, check_labels
+from jaxunlearn.losses import weighted_mean
+from jaxunlearn.models import apply_features, batched_features
+from jaxunlearn.partition import PartitionOutput, class_index_table
+from jaxunlearn.timing import compile_ahead, timed
+from jaxunlearn.train import sample_without_replacement
 
 __all__ = [
     "BlendOutput",
+    "ChunkLayout",
     "CondenseOutput",
     "DMOutput",
     "SplitOutput",
     "blend_clusters",
+    "blend_lr",
     "blend_prepare_jitted",
     "blend_step_jitted",
-    "blend_lr",
+    "chunk_layout",
     "condense",
     "distribution_matching",
     "dm_step_jitted",
+    "init_extractors",
     "reduced_retain_set",
     "split_free_residual",
 ]
@@ -118,19 +127,6 @@ class SplitOutput(NamedTuple):
     timings: dict[str, float]
 
 
-def _check_index_set(idx: Any, n: int, name: str) -> np.ndarray:
-    a = np.asarray(idx)
-    if a.size == 0:
-        raise ValueError(f"{name} is empty; expected at least one index")
-    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"{name} must be a 1-D integer index array; got {a.dtype} {a.shape}")
-    if a.min() < 0 or a.max() >= n:
-        raise ValueError(f"{name} must index [0, {n}); got values in [{a.min()}, {a.max()}]")
-    if np.unique(a).size != a.size:
-        raise ValueError(f"{name} contains duplicate indices")
-    return a.astype(np.int64)
-
-
 def split_free_residual(
     cluster_ids: Any, forget_idx: Any, retain_idx: Any, num_clusters: int
 ) -> SplitOutput:
@@ -157,8 +153,8 @@ def split_free_residual(
         lo, hi = (cid.min(), cid.max()) if cid.size else (None, None)
         raise ValueError(f"cluster_ids must lie in [0, {num_clusters}); got range [{lo}, {hi}]")
     n = cid.size
-    f = _check_index_set(forget_idx, n, "forget_idx")
-    r = _check_index_set(retain_idx, n, "retain_idx")
+    f = check_index_set(forget_idx, n, "forget_idx")
+    r = check_index_set(retain_idx, n, "retain_idx")
     if np.intersect1d(f, r).size:
         raise ValueError("forget_idx and retain_idx overlap; they must be disjoint")
 
@@ -299,7 +295,7 @@ def blend_prepare_jitted(
     xm = x[member_idx_M]
 
     def target(params):
-        f = _batched_features(apply_fn, params, xm, batch_size, method)
+        f = batched_features(apply_fn, params, xm, batch_size, method)
         return jax.ops.segment_sum(f * mf[:, None], seg_M, k) / counts[:, None]
 
     n_ext = jax.tree.leaves(extractors)[0].shape[0]
@@ -334,7 +330,7 @@ def blend_step_jitted(
 
     def loss_fn(w):
         wn, _ = _normalise(w, seg_M, mmask_M, counts, k, weights)
-        f = _features(apply_fn, params, _blend_images(wn, xm, seg_M, k), method)
+        f = apply_features(apply_fn, params, _blend_images(wn, xm, seg_M, k), method)
         per_cluster = jnp.mean(jnp.square(f - mu[e]), axis=-1)
         return jnp.sum(per_cluster * cmask_K) * inv_s
 
@@ -351,12 +347,54 @@ def _blend_finish(w, xm, seg_M, mmask_M, counts_K, *, weights):
 
 
 @partial(jax.jit, static_argnames=("init_fn",))
-def _init_stacked(keys, *, init_fn):
-    return jax.vmap(init_fn)(keys)
+def init_extractors(keys_E: jax.Array, *, init_fn: InitFn) -> Params:
+    """Random extractors ``init_fn(key)``, one per key, stacked on a leading axis ``[E, ...]``."""
+    return jax.vmap(init_fn)(keys_E)
 
 
-def _chunk_layout(cid: np.ndarray, free: np.ndarray, chunk_size: int):
-    """Members of the free clusters, flat and sorted by cluster, cut into padded chunks."""
+class ChunkLayout(NamedTuple):
+    """Members of the free clusters, flat and sorted by cluster, cut into padded chunks.
+
+    ``S`` free clusters, ``T`` members in all, ``Q`` chunks of ``K`` clusters, each chunk's
+    members padded to the largest chunk's ``M`` (padded members and clusters are masked).
+
+    Attributes:
+      member: ``[T]`` training-set index of every member, sorted by cluster.
+      cluster: ``[T]`` position in ``free_clusters`` of each member's cluster.
+      starts: ``[S + 1]`` offset in ``member`` of each cluster's first member (then ``T``).
+      counts: ``[S]`` members per free cluster.
+      chunk: ``[T]`` chunk of each member.
+      col: ``[T]`` slot of each member in its chunk.
+      idx: ``[Q, M]`` int32 training-set index of each slot (0 for padding).
+      seg: ``[Q, M]`` int32 cluster of each slot within its chunk, in ``[0, K)``.
+      mmask: ``[Q, M]`` bool, True for real members.
+      counts_qk: ``[Q, K]`` int32 members per cluster of each chunk (0 for a padded cluster).
+      cmask: ``[Q, K]`` float32, 1 for real clusters.
+    """
+
+    member: np.ndarray
+    cluster: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+    chunk: np.ndarray
+    col: np.ndarray
+    idx: np.ndarray
+    seg: np.ndarray
+    mmask: np.ndarray
+    counts_qk: np.ndarray
+    cmask: np.ndarray
+
+
+def chunk_layout(cluster_ids_N: np.ndarray, free_clusters_S: np.ndarray,
+                 chunk_size: int) -> ChunkLayout:
+    """The :class:`ChunkLayout` of the free clusters' members, ``chunk_size`` clusters a chunk.
+
+    Args:
+      cluster_ids_N: ``[n]`` cluster of each example, −1 for an excluded example.
+      free_clusters_S: ``[S]`` distinct cluster ids, in the order of the chunks.
+      chunk_size: K, clusters per chunk.
+    """
+    cid, free, k = cluster_ids_N, free_clusters_S, chunk_size
     pos_of = np.full(int(max(cid.max(), free.max())) + 2, -1, np.int64)
     pos_of[free] = np.arange(free.size)
     member = np.flatnonzero(cid >= 0)
@@ -367,8 +405,7 @@ def _chunk_layout(cid: np.ndarray, free: np.ndarray, chunk_size: int):
     member, s = member[order], s[order]
     counts = np.bincount(s, minlength=free.size)
     S = free.size
-    q_count = -(-S // chunk_size)
-    k = chunk_size
+    q_count = -(-S // k)
     q_of = s // k
     starts = np.concatenate([[0], np.cumsum(counts)])  # member offset of each cluster
     chunk_start = starts[np.minimum(np.arange(q_count) * k, S)]
@@ -385,8 +422,109 @@ def _chunk_layout(cid: np.ndarray, free: np.ndarray, chunk_size: int):
     counts_qk[:S] = counts
     cmask = np.zeros(q_count * k, np.float32)
     cmask[:S] = 1.0
-    return (member, s, starts, counts, q_of, col, idx, seg, mmask,
-            counts_qk.reshape(q_count, k), cmask.reshape(q_count, k))
+    return ChunkLayout(member, s, starts, counts, q_of, col, idx, seg, mmask,
+                       counts_qk.reshape(q_count, k), cmask.reshape(q_count, k))
+
+
+def _check_blend_args(x, y_N, cluster_ids, free_clusters, *, iterations, lr, momentum, weights,
+                      n_extractors, ipc, chunk_size, batch_size):
+    """Validate :func:`blend_clusters`' arguments; returns host ``(y, cid, free, lr, chunk)``."""
+    n = x.shape[0]
+    y = np.asarray(y_N)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y_N must be integer labels of shape [{n}]; got {y.dtype} {y.shape}")
+    cid = np.asarray(cluster_ids)
+    if cid.shape != (n,) or not np.issubdtype(cid.dtype, np.integer) or cid.min() < -1:
+        raise ValueError(
+            f"cluster_ids must be integers >= -1 of shape [{n}]; got {cid.dtype} {cid.shape}"
+        )
+    free = np.asarray(free_clusters)
+    if free.ndim != 1 or free.size == 0 or not np.issubdtype(free.dtype, np.integer):
+        raise ValueError(f"free_clusters must be a non-empty 1-D integer array; got {free.shape}")
+    if np.unique(free).size != free.size or free.min() < 0:
+        raise ValueError("free_clusters must be distinct non-negative cluster ids")
+    if weights not in ("sum", "softmax"):
+        raise ValueError(f"weights must be 'sum' or 'softmax'; got {weights!r}")
+    if iterations < 0 or n_extractors < 1 or batch_size < 1:
+        raise ValueError(
+            "expected iterations >= 0, n_extractors >= 1, batch_size >= 1; got "
+            f"{iterations}, {n_extractors}, {batch_size}"
+        )
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1); got {momentum}")
+    if lr is None:
+        if ipc is None:
+            raise ValueError("pass lr, or ipc to use the reference's learning-rate rule")
+        lr = blend_lr(ipc)
+    if not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive finite number; got {lr}")
+    chunk = free.size if chunk_size is None else int(chunk_size)
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be None or >= 1; got {chunk_size}")
+    return y, cid, free, lr, min(chunk, free.size)
+
+
+def _check_blend_layout(lay: ChunkLayout, free: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Every free cluster has members, all of one class; returns each cluster's class ``[S]``."""
+    if (lay.counts == 0).any():
+        bad = free[lay.counts == 0][:10]
+        raise ValueError(
+            f"free clusters without members (e.g. {bad.tolist()}); pass the free clusters of "
+            "split_free_residual, which skips empty clusters"
+        )
+    first = y[lay.member[lay.starts[:-1]]]
+    if (y[lay.member] != first[lay.cluster]).any():
+        raise ValueError("a free cluster mixes classes; clusters must be class-pure")
+    return first
+
+
+def _blend_chunks(lay: ChunkLayout, x, extractors, *, iterations, lr, momentum, apply_fn,
+                  weights, batch_size, method):
+    """Blend's compiled loop: per chunk, the targets, ``iterations`` SGD steps, the images.
+
+    Every chunk has the same padded shapes, so each program compiles once (ahead of time, timed
+    apart). The loops over chunks and iterations run on the host: each call is a large batched
+    program, and on XLA:CPU the same forward/backward ran ≈1.4× slower inside a while loop
+    (lax.scan) than as a top-level program (measured).
+
+    Returns:
+      ``((images [Q, K, h, w, c], wn [Q, M], losses [Q, iterations], guarded [Q, K]),
+      compile_s)``, the arrays ready (blocked).
+    """
+    idx, seg, mmask, counts, cmask = lay.idx, lay.seg, lay.mmask, lay.counts_qk, lay.cmask
+    hyper = (jnp.float32(lr), jnp.float32(momentum), jnp.float32(1.0 / lay.counts.size))
+
+    def step_args(q, w, buf, it, xm, mu):
+        return (w, buf, jnp.int32(it), extractors, xm, seg[q], mmask[q], counts[q], cmask[q], mu,
+                *hyper)
+
+    prep, compile_s = compile_ahead(
+        blend_prepare_jitted, extractors, x, idx[0], seg[0], mmask[0], counts[0],
+        apply_fn=apply_fn, batch_size=int(batch_size), method=method,
+    )
+    xm, mu, w = prep(extractors, x, idx[0], seg[0], mmask[0], counts[0])
+    step, seconds = compile_ahead(
+        blend_step_jitted, *step_args(0, w, jnp.zeros_like(w), 0, xm, mu), apply_fn=apply_fn,
+        weights=weights, method=method,
+    )
+    compile_s += seconds
+    finish, seconds = compile_ahead(_blend_finish, w, xm, seg[0], mmask[0], counts[0],
+                                    weights=weights)
+    compile_s += seconds
+
+    outs, losses = [], []
+    for q in range(idx.shape[0]):
+        if q:
+            xm, mu, w = prep(extractors, x, idx[q], seg[q], mmask[q], counts[q])
+        buf = jnp.zeros_like(w)
+        chunk_losses = []
+        for it in range(iterations):
+            w, buf, loss = step(*step_args(q, w, buf, it, xm, mu))
+            chunk_losses.append(loss)
+        outs.append(finish(w, xm, seg[q], mmask[q], counts[q]))
+        losses.append(jnp.stack(chunk_losses) if iterations else jnp.zeros(0))
+    images, wn, guarded = (jnp.stack(o) for o in zip(*outs, strict=True))
+    return jax.block_until_ready((images, wn, jnp.stack(losses), guarded)), compile_s
 
 
 def blend_clusters(
@@ -419,7 +557,7 @@ def blend_clusters(
     Args:
       apply_fn: ``apply_fn(params, x, method=method) -> [b, d]`` features.
       init_fn: ``init_fn(key) -> params``, pure (traced inside jit), e.g.
-        :func:`jaxunlearn.partition.init_fn_for`.
+        :func:`jaxunlearn.models.init_fn_for`.
       x_NxHxWxC: training images ``[n, h, w, c]``.
       y_N: labels ``[n]``.
       cluster_ids: ``[n]`` cluster of each example; −1 excludes an example (use
@@ -442,109 +580,40 @@ def blend_clusters(
     """
     jax.block_until_ready(x_NxHxWxC)  # pending upstream work is not this stage's time
     t0 = time.perf_counter()
-    check_compile_s = _check_images(x_NxHxWxC)
-    n = x_NxHxWxC.shape[0]
-    y = np.asarray(y_N)
-    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y_N must be integer labels of shape [{n}]; got {y.dtype} {y.shape}")
-    cid = np.asarray(cluster_ids)
-    if cid.shape != (n,) or not np.issubdtype(cid.dtype, np.integer) or cid.min() < -1:
-        raise ValueError(
-            f"cluster_ids must be integers >= -1 of shape [{n}]; got {cid.dtype} {cid.shape}"
-        )
-    free = np.asarray(free_clusters)
-    if free.ndim != 1 or free.size == 0 or not np.issubdtype(free.dtype, np.integer):
-        raise ValueError(f"free_clusters must be a non-empty 1-D integer array; got {free.shape}")
-    if np.unique(free).size != free.size or free.min() < 0:
-        raise ValueError("free_clusters must be distinct non-negative cluster ids")
-    if weights not in ("sum", "softmax"):
-        raise ValueError(f"weights must be 'sum' or 'softmax'; got {weights!r}")
-    if iterations < 0 or n_extractors < 1 or batch_size < 1:
-        raise ValueError(
-            "expected iterations >= 0, n_extractors >= 1, batch_size >= 1; got "
-            f"{iterations}, {n_extractors}, {batch_size}"
-        )
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum must be in [0, 1); got {momentum}")
-    if lr is None:
-        if ipc is None:
-            raise ValueError("pass lr, or ipc to use the reference's learning-rate rule")
-        lr = blend_lr(ipc)
-    if not np.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive finite number; got {lr}")
-    chunk = free.size if chunk_size is None else int(chunk_size)
-    if chunk < 1:
-        raise ValueError(f"chunk_size must be None or >= 1; got {chunk_size}")
-    chunk = min(chunk, free.size)
-
-    (member, s, starts, counts, q_of, col, idx, seg, mmask, counts_qk, cmask) = _chunk_layout(
-        cid, free, chunk
+    check_compile_s = check_images(x_NxHxWxC)
+    y, cid, free, lr, chunk = _check_blend_args(
+        x_NxHxWxC, y_N, cluster_ids, free_clusters, iterations=iterations, lr=lr,
+        momentum=momentum, weights=weights, n_extractors=n_extractors, ipc=ipc,
+        chunk_size=chunk_size, batch_size=batch_size,
     )
-    if (counts == 0).any():
-        bad = free[counts == 0][:10]
-        raise ValueError(
-            f"free clusters without members (e.g. {bad.tolist()}); pass the free clusters of "
-            "split_free_residual, which skips empty clusters"
-        )
-    first = y[member[starts[:-1]]]
-    if (y[member] != first[s]).any():
-        raise ValueError("a free cluster mixes classes; clusters must be class-pure")
+    lay = chunk_layout(cid, free, chunk)
+    labels = _check_blend_layout(lay, free, y)
 
     # Extractors: init_fn(key) for the reference's single φ; otherwise one per distinct
     # iteration index it % n_extractors (never more than `iterations` of them).
     n_distinct = 1 if n_extractors == 1 else max(1, min(n_extractors, iterations))
     keys = key[None] if n_extractors == 1 else jax.vmap(
         lambda i: jax.random.fold_in(key, i))(jnp.arange(n_distinct))
-    extractors, _, init_compile_s = timed(_init_stacked, keys, init_fn=init_fn)
-
-    # Every chunk has the same padded shapes, so each program compiles once. The loops over
-    # chunks and iterations run on the host: each call is a large batched program, and on
-    # XLA:CPU the same forward/backward ran ≈1.4× slower inside a while loop (lax.scan) than
-    # as a top-level program (measured).
-    x_dev = jnp.asarray(x_NxHxWxC)
-    lr_, mom_, inv_s = jnp.float32(lr), jnp.float32(momentum), jnp.float32(1.0 / free.size)
-    tc = time.perf_counter()
-    prep = blend_prepare_jitted.lower(
-        extractors, x_dev, idx[0], seg[0], mmask[0], counts_qk[0], apply_fn=apply_fn,
-        batch_size=int(batch_size), method=method,
-    ).compile()
-    xm, mu, w = prep(extractors, x_dev, idx[0], seg[0], mmask[0], counts_qk[0])
-    step_args = lambda q, w, buf, it: (
-        w, buf, jnp.int32(it), extractors, xm, seg[q], mmask[q], counts_qk[q], cmask[q], mu,
-        lr_, mom_, inv_s,
-    )
-    step = blend_step_jitted.lower(
-        *step_args(0, w, jnp.zeros_like(w), 0), apply_fn=apply_fn, weights=weights,
+    extractors, _, init_compile_s = timed(init_extractors, keys, init_fn=init_fn)
+    (images, wn, losses, guarded), compile_s = _blend_chunks(
+        lay, jnp.asarray(x_NxHxWxC), extractors, iterations=iterations, lr=lr,
+        momentum=momentum, apply_fn=apply_fn, weights=weights, batch_size=batch_size,
         method=method,
-    ).compile()
-    finish = _blend_finish.lower(w, xm, seg[0], mmask[0], counts_qk[0], weights=weights).compile()
-    compile_s = time.perf_counter() - tc + init_compile_s + check_compile_s
+    )
+    compile_s += init_compile_s + check_compile_s
 
-    outs, losses = [], []
-    for q in range(idx.shape[0]):
-        if q:
-            xm, mu, w = prep(extractors, x_dev, idx[q], seg[q], mmask[q], counts_qk[q])
-        buf = jnp.zeros_like(w)
-        chunk_losses = []
-        for it in range(iterations):
-            w, buf, loss = step(*step_args(q, w, buf, it))
-            chunk_losses.append(loss)
-        outs.append(finish(w, xm, seg[q], mmask[q], counts_qk[q]))
-        losses.append(jnp.stack(chunk_losses) if iterations else jnp.zeros(0))
-    images, wn, guarded = (jnp.stack(o) for o in zip(*outs, strict=True))
-    images, wn, losses, guarded = jax.block_until_ready((images, wn, jnp.stack(losses), guarded))
     S = free.size
     images = images.reshape(-1, *images.shape[2:])[:S]
-    m_max = int(counts.max())
-    within = np.arange(member.size) - starts[s]
+    m_max = int(lay.counts.max())
+    within = np.arange(lay.member.size) - lay.starts[lay.cluster]
     w_pad = np.zeros((S, m_max), np.float32)
     i_pad = np.full((S, m_max), -1, np.int32)
-    w_pad[s, within] = np.asarray(wn)[q_of, col]
-    i_pad[s, within] = member
+    w_pad[lay.cluster, within] = np.asarray(wn)[lay.chunk, lay.col]
+    i_pad[lay.cluster, within] = lay.member
     wall = time.perf_counter() - t0
     return BlendOutput(
         images=images,
-        labels=first.astype(np.int32),
+        labels=labels.astype(np.int32),
         cluster_ids=free.astype(np.int32),
         weights=w_pad,
         member_idx=i_pad,
@@ -694,13 +763,12 @@ def dm_step_jitted(
     b = min(batch_real, n_max)
     k_net, k_real = jax.random.split(jax.random.fold_in(key, it))
     params = init_fn(k_net)
-    ridx, rmask = _sample_per_class(k_real, idx_CxN, counts_C, b)
-    f = _batched_features(apply_fn, params, x[ridx.reshape(-1)], batch_size, method)
-    rm = rmask.astype(f.dtype)[..., None]
-    mu_real = jnp.sum(f.reshape(C, b, -1) * rm, axis=1) / jnp.maximum(jnp.sum(rm, axis=1), 1.0)
+    ridx, rw = _sample_per_class(k_real, idx_CxN, counts_C, b)
+    f = batched_features(apply_fn, params, x[ridx.reshape(-1)], batch_size, method)
+    mu_real = weighted_mean(f.reshape(C, b, -1), rw.astype(f.dtype))  # [C, d]
 
     def loss_fn(s):
-        mu_syn = jnp.mean(_features(apply_fn, params, s, method).reshape(C, ipc, -1), axis=1)
+        mu_syn = jnp.mean(apply_features(apply_fn, params, s, method).reshape(C, ipc, -1), axis=1)
         return jnp.sum(jnp.square(mu_real - mu_syn))
 
     loss, g = jax.value_and_grad(loss_fn)(syn)
@@ -717,11 +785,10 @@ def _dm_init(key, x, idx_CxN, counts_C, *, ipc):
 
 
 def _sample_per_class(key, idx_CxN, counts_C, m):
-    """``m`` distinct members per class (all of a smaller class, then masked): ``[C, m]``."""
+    """``m`` distinct members per class (all of a smaller class, then weight 0): ``[C, m]``."""
     valid = jnp.arange(idx_CxN.shape[1])[None, :] < counts_C[:, None]
-    scores = jnp.where(valid, jax.random.uniform(key, valid.shape), -jnp.inf)
-    pos = jax.lax.top_k(scores, m)[1]
-    return jnp.take_along_axis(idx_CxN, pos, axis=1), jnp.arange(m)[None, :] < counts_C[:, None]
+    pos, w = sample_without_replacement(key, valid, m)
+    return jnp.take_along_axis(idx_CxN, pos, axis=1), w
 
 
 def distribution_matching(
@@ -765,15 +832,15 @@ def distribution_matching(
     """
     jax.block_until_ready(x_NxHxWxC)  # pending upstream work is not this stage's time
     t0 = time.perf_counter()
-    check_compile_s = _check_images(x_NxHxWxC)
-    lab = _check_labels(y_N, x_NxHxWxC.shape[0], num_classes)
-    counts = _check_ipc(lab, num_classes, ipc)
+    check_compile_s = check_images(x_NxHxWxC)
+    lab = check_labels(y_N, num_classes, n=x_NxHxWxC.shape[0]).astype(np.int32)
+    counts = check_ipc(lab, num_classes, ipc)
     if iterations < 0 or batch_real < 1 or batch_size < 1:
         raise ValueError(
             "expected iterations >= 0, batch_real >= 1, batch_size >= 1; got "
             f"{iterations}, {batch_real}, {batch_size}"
         )
-    idx, _ = _class_index_table(lab, num_classes, counts)
+    idx, _ = class_index_table(lab, num_classes, counts)
     x_dev = jnp.asarray(x_NxHxWxC)
     idx_d, counts_d = jnp.asarray(idx), jnp.asarray(counts, jnp.int32)
     (syn, buf, k_run), _, init_compile_s = timed(_dm_init, key, x_dev, idx_d, counts_d,
@@ -784,9 +851,9 @@ def distribution_matching(
                   batch_size=int(batch_size), method=method)
     # A host loop of one compiled step: XLA:CPU runs convolutions ≈1.4× slower inside a
     # while loop (lax.scan) than as a top-level program, which would handicap the baseline.
-    tc = time.perf_counter()
-    step = dm_step_jitted.lower(*args(syn, buf, 0), **static).compile() if iterations else None
-    compile_s = time.perf_counter() - tc + check_compile_s + init_compile_s
+    step, compile_s = (compile_ahead(dm_step_jitted, *args(syn, buf, 0), **static) if iterations
+                       else (None, 0.0))
+    compile_s += check_compile_s + init_compile_s
     losses = []
     for it in range(iterations):
         syn, buf, loss = step(*args(syn, buf, it))

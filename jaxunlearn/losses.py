@@ -39,6 +39,8 @@ import jax.numpy as jnp
 import optax
 from jax.scipy.special import ndtri
 
+from jaxunlearn.checks import check_choice
+
 __all__ = [
     "ECDF_MODES",
     "STEEPEN_MODES",
@@ -59,11 +61,6 @@ STEEPEN_MODES = ("batch_mean_squared", "per_example_squared")
 
 # Lower clip of each ECDF tail before the probit (see the module docstring for the derivation).
 _TAIL_EPS = 1e-30
-
-
-def _check_mode(mode: str, valid: tuple[str, ...], what: str) -> None:
-    if mode not in valid:
-        raise ValueError(f"{what} must be one of {list(valid)}; got {mode!r}")
 
 
 def _check_vector(x, name: str) -> None:
@@ -121,18 +118,34 @@ def cross_entropy(logits_NxC: jax.Array, labels_N: jax.Array) -> jax.Array:
 def weighted_mean(values_N: jax.Array, weights_N: jax.Array | None = None) -> jax.Array:
     """Weighted mean ``Σ w v / max(Σ w, tiny)`` over examples; 0 for an empty or all-zero batch.
 
+    The library's one masked mean: of a batch's losses (weights = the padding mask), of
+    accuracies, and of feature vectors over the valid rows of a padded set.
+
     Args:
-      values_N: values [n].
-      weights_N: optional weights [n] (1 = real example, 0 = padding); ``None`` means all ones.
+      values_N: values [n], or [..., n, *f]: the mean runs over the last axis of the weights,
+        the trailing axes ``f`` are kept (e.g. features [C, b, d] with weights [C, b] give
+        per-class mean features [C, d]).
+      weights_N: optional weights of the leading shape of ``values_N`` ([n], or [..., n]; 1 = real
+        example, 0 = padding); ``None`` means all ones over the leading axis.
 
     Returns:
-      A scalar. Zero-weight rows have no effect, whatever their value.
+      The mean: a scalar for ``values_N`` [n], else ``[..., *f]``. Zero-weight rows have no
+      effect, whatever their value.
     """
     v = _float(values_N)
-    _check_weights(v, weights_N, "values_N", "weights_N")
-    v, w = _resolve_weights(v, weights_N)
+    if weights_N is None:
+        v, w = _resolve_weights(v, None)
+        axis = 0
+    else:
+        w = jnp.asarray(weights_N, v.dtype)
+        if jnp.ndim(w) < 1 or jnp.shape(w) != jnp.shape(v)[:jnp.ndim(w)]:
+            raise ValueError(f"weights_N must have the leading shape of values_N {jnp.shape(v)}; "
+                             f"got {jnp.shape(w)}")
+        axis = jnp.ndim(w) - 1
+        w = jnp.reshape(w, jnp.shape(w) + (1,) * (jnp.ndim(v) - jnp.ndim(w)))  # over f
+        v, w = _resolve_weights(v, w)
     tiny = jnp.finfo(v.dtype).tiny
-    return jnp.sum(w * v) / jnp.maximum(jnp.sum(w), tiny)
+    return jnp.sum(w * v, axis=axis) / jnp.maximum(jnp.sum(w, axis=axis), tiny)
 
 
 def kl_with_temperature(student_logits: jax.Array, teacher_logits: jax.Array,
@@ -179,7 +192,7 @@ def steepened_loss(ce_N: jax.Array, weights: jax.Array | None = None,
     Returns:
       A scalar.
     """
-    _check_mode(mode, STEEPEN_MODES, "steepen mode")
+    check_choice(mode, STEEPEN_MODES, "steepen mode")
     if mode == "batch_mean_squared":
         return jnp.square(weighted_mean(ce_N, weights))
     return weighted_mean(jnp.square(_float(ce_N)), weights)
@@ -192,7 +205,7 @@ def log1p_losses(ce_N: jax.Array) -> jax.Array:
 
 def _ecdf_tails(values_N, weights_N, k, mode, anchor, anchor_weights):
     """Both tails of the smoothed ECDF, ``(Q, 1 − Q)``, each computed directly; [n] each."""
-    _check_mode(mode, ECDF_MODES, "ecdf mode")
+    check_choice(mode, ECDF_MODES, "ecdf mode")
     v = _float(values_N)
     _check_vector(v, "values_N")
     _check_weights(v, weights_N, "values_N", "weights_N")
@@ -351,7 +364,7 @@ def aamu_regulariser(forget_ce: jax.Array, unseen_ce: jax.Array,
     Returns:
       A scalar MMD² (σ = 1); multiply by λ (paper: 34) in the objective.
     """
-    _check_mode(mode, ECDF_MODES, "ecdf mode")
+    check_choice(mode, ECDF_MODES, "ecdf mode")
     forget_ce, unseen_ce = _float(forget_ce), _float(unseen_ce)
     _check_vector(forget_ce, "forget_ce")
     _check_vector(unseen_ce, "unseen_ce")

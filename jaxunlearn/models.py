@@ -7,11 +7,15 @@ PyTorch's defaults (kaiming-uniform with a=√5, i.e. U(±1/√fan_in), for weig
 biases), which matters for the random feature extractors used by Blend.
 
 Every model has a ``features`` method returning the flattened embedding before the linear head
-(``model.apply(params, x, method="features")``).
+(``model.apply(params, x, method="features")``). :func:`apply_features` and
+:func:`batched_features` call it (or any ``apply_fn``) for the random-feature embeddings of the
+partition, Blend and distribution matching, and :func:`init_fn_for` gives the pure, hashable
+``init_fn(key) -> params`` their jitted cores take.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +28,10 @@ __all__ = [
     "ConvNet",
     "InstanceNorm",
     "ResNet",
+    "apply_features",
+    "batched_features",
     "build_model",
+    "init_fn_for",
     "init_params",
     "torch_bias_init",
     "torch_kernel_init",
@@ -214,3 +221,59 @@ def init_params(model: nn.Module, key: jax.Array, input_shape: Sequence[int]) ->
     fan_in = head["kernel"].shape[0]
     head = dict(head, bias=torch_bias_init(fan_in)(k_bias, head["bias"].shape))
     return {"params": dict(params, head=head)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelInit:
+    """``key -> params`` for a flax model; hashable by value so jitted cores are reused."""
+
+    model: Any
+    input_shape: tuple[int, ...]
+
+    def __call__(self, key: jax.Array) -> Any:
+        return init_params(self.model, key, self.input_shape)
+
+
+def init_fn_for(model: nn.Module, input_shape: Sequence[int]) -> Callable[[jax.Array], Any]:
+    """A pure ``init_fn(key) -> params`` for a jaxunlearn model, usable inside jitted code.
+
+    Args:
+      model: a flax module built by :func:`build_model`.
+      input_shape: ``(h, w, c)`` of one image.
+
+    Returns:
+      A callable equal (and hashing equal) for equal models and shapes, so jitted Blend and DM
+      cores compiled for one extractor are reused for the next.
+    """
+    return _ModelInit(model, tuple(int(s) for s in input_shape))
+
+
+def apply_features(apply_fn: Callable[..., jax.Array], params: Any, x_NxHxWxC: jax.Array,
+                   method: str | None) -> jax.Array:
+    """Features ``[n, d]`` of images ``[n, h, w, c]``: ``apply_fn(params, x, method=method)``.
+
+    ``method=None`` calls ``apply_fn(params, x)`` (a plain feature function, or logits).
+    """
+    if method is None:
+        return apply_fn(params, x_NxHxWxC)
+    return apply_fn(params, x_NxHxWxC, method=method)
+
+
+def batched_features(apply_fn: Callable[..., jax.Array], params: Any, x_NxHxWxC: jax.Array,
+                     batch_size: int, method: str | None) -> jax.Array:
+    """:func:`apply_features` of ``x`` [n, ...] in batches of ``batch_size`` (bounded memory).
+
+    Traceable: the batches run under ``lax.map``, the last one zero-padded and cut off.
+
+    Returns:
+      Features ``[n, d]``.
+    """
+    n = x_NxHxWxC.shape[0]
+    if n <= batch_size:
+        return apply_features(apply_fn, params, x_NxHxWxC, method)
+    nb = -(-n // batch_size)
+    pad = nb * batch_size - n
+    xp = jnp.pad(x_NxHxWxC, [(0, pad)] + [(0, 0)] * (x_NxHxWxC.ndim - 1))
+    xb = xp.reshape(nb, batch_size, *x_NxHxWxC.shape[1:])
+    f = jax.lax.map(lambda b: apply_features(apply_fn, params, b, method), xb)
+    return f.reshape(nb * batch_size, *f.shape[2:])[:n]

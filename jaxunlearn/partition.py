@@ -46,9 +46,8 @@ time. At the paper's scale (10 × 5,000 images, ipc 1000) 59 s, 74% in the produ
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -56,15 +55,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxunlearn.checks import check_choice, check_finite, check_images, check_ipc, check_labels
+from jaxunlearn.losses import weighted_mean
+from jaxunlearn.models import batched_features
+from jaxunlearn.timing import timed
+
 __all__ = [
     "KMEANS_BACKENDS",
     "PartitionOutput",
+    "class_index_table",
     "embed",
     "embed_jitted",
-    "init_fn_for",
     "kmeans_by_class",
     "partition_by_class",
-    "timed",
 ]
 
 Params = Any
@@ -72,147 +75,21 @@ ApplyFn = Callable[..., jax.Array]
 
 
 # ----------------------------------------------------------------------------------------------
-# Timing and small shared helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def timed(jitted: Any, *args: Any, **static: Any) -> tuple[Any, float, float]:
-    """Run a jitted function ahead-of-time compiled, timing compilation and execution apart.
-
-    Args:
-      jitted: a ``jax.jit``-wrapped function whose static arguments are passed by keyword and
-        whose dynamic arguments are passed positionally.
-      *args: dynamic (traced) arguments.
-      **static: static arguments.
-
-    Returns:
-      ``(output, run_s, compile_s)``: the output (blocked until ready), the wall-clock seconds of
-      the execution, and the seconds spent tracing, lowering and compiling (near zero when the
-      same shapes were compiled before in this process: jax caches the executable).
-    """
-    t0 = time.perf_counter()
-    compiled = jitted.lower(*args, **static).compile()
-    t1 = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    t2 = time.perf_counter()
-    return out, t2 - t1, t1 - t0
-
-
-@dataclasses.dataclass(frozen=True)
-class _ModelInit:
-    """``key -> params`` for a flax model; hashable by value so jitted cores are reused."""
-
-    model: Any
-    input_shape: tuple[int, ...]
-
-    def __call__(self, key: jax.Array) -> Params:
-        from jaxunlearn.models import init_params  # deferred: models imports flax
-
-        return init_params(self.model, key, self.input_shape)
-
-
-def init_fn_for(model: Any, input_shape: Sequence[int]) -> Callable[[jax.Array], Params]:
-    """A pure ``init_fn(key) -> params`` for a jaxunlearn model, usable inside jitted code.
-
-    Args:
-      model: a flax module built by ``jaxunlearn.models.build_model``.
-      input_shape: ``(h, w, c)`` of one image.
-
-    Returns:
-      A callable equal (and hashing equal) for equal models and shapes, so jitted Blend and DM
-      cores compiled for one extractor are reused for the next.
-    """
-    return _ModelInit(model, tuple(int(s) for s in input_shape))
-
-
-def _features(apply_fn: ApplyFn, params: Params, x: jax.Array, method: str | None) -> jax.Array:
-    if method is None:
-        return apply_fn(params, x)
-    return apply_fn(params, x, method=method)
-
-
-def _batched_features(
-    apply_fn: ApplyFn, params: Params, x: jax.Array, batch_size: int, method: str | None
-) -> jax.Array:
-    """Features of ``x`` [n, ...] in batches of ``batch_size`` (bounded activation memory)."""
-    n = x.shape[0]
-    if n <= batch_size:
-        return _features(apply_fn, params, x, method)
-    nb = -(-n // batch_size)
-    pad = nb * batch_size - n
-    xp = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-    xb = xp.reshape(nb, batch_size, *x.shape[1:])
-    f = jax.lax.map(lambda b: _features(apply_fn, params, b, method), xb)
-    return f.reshape(nb * batch_size, *f.shape[2:])[:n]
-
-
-@jax.jit
-def _all_finite(a: jax.Array) -> jax.Array:
-    return jnp.all(jnp.isfinite(a))
-
-
-def _check_finite(a: Any, name: str) -> float:
-    """Raise if ``a`` holds NaN/inf; returns the seconds spent compiling the device check."""
-    if isinstance(a, jax.Array):
-        finite, _, compile_s = timed(_all_finite, a)
-    else:
-        finite, compile_s = np.isfinite(a).all(), 0.0
-    if not bool(finite):
-        raise ValueError(f"{name} contains NaN or inf values")
-    return compile_s
-
-
-def _check_images(x: Any, name: str = "x") -> float:
-    """Validate images ``[n, h, w, c]``; returns the compile seconds of the finiteness check."""
-    if getattr(x, "ndim", None) != 4:
-        raise ValueError(f"{name} must be images [n, h, w, c]; got shape {np.shape(x)}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"{name} must be floating point (normalised images); got {x.dtype}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    return _check_finite(x, name)
-
-
-def _check_labels(labels: Any, n: int, num_classes: int, name: str = "y") -> np.ndarray:
-    lab = np.asarray(labels)
-    if lab.ndim != 1 or lab.shape[0] != n:
-        raise ValueError(f"{name} must have shape [{n}]; got {lab.shape}")
-    if not np.issubdtype(lab.dtype, np.integer):
-        raise ValueError(f"{name} must be integer class labels; got dtype {lab.dtype}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1; got {num_classes}")
-    if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
-        raise ValueError(
-            f"{name} must lie in [0, {num_classes}); got values in [{lab.min()}, {lab.max()}]"
-        )
-    return lab.astype(np.int32)
-
-
-def _check_ipc(lab: np.ndarray, num_classes: int, ipc: int) -> np.ndarray:
-    if not isinstance(ipc, (int, np.integer)) or ipc < 1:
-        raise ValueError(f"ipc must be a positive integer; got {ipc!r}")
-    counts = np.bincount(lab, minlength=num_classes)
-    small = np.flatnonzero(counts < ipc)
-    if small.size:
-        detail = ", ".join(f"class {c}: {counts[c]}" for c in small[:10])
-        raise ValueError(
-            f"ipc={ipc} clusters per class needs at least {ipc} examples in every class; "
-            f"too few in {small.size} class(es) ({detail})"
-        )
-    return counts
-
-
-# ----------------------------------------------------------------------------------------------
 # Embedding
 # ----------------------------------------------------------------------------------------------
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
 
 
 @partial(jax.jit, static_argnames=("apply_fn", "batch_size", "method"))
 def embed_jitted(
     params: Params, x_NxHxWxC: jax.Array, *, apply_fn: ApplyFn, batch_size: int, method: str | None
 ) -> jax.Array:
-    """The jitted core of :func:`embed` (for :func:`timed`): ``[n, h, w, c] -> [n, d]``."""
-    return _batched_features(apply_fn, params, x_NxHxWxC, batch_size, method)
+    """The jitted core of :func:`embed`, ``[n, h, w, c] -> [n, d]`` (for timing it apart)."""
+    return batched_features(apply_fn, params, x_NxHxWxC, batch_size, method)
 
 
 def embed(
@@ -235,9 +112,8 @@ def embed(
     Returns:
       Features ``[n, d]`` float32.
     """
-    _check_images(x_NxHxWxC)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    check_images(x_NxHxWxC)
+    _check_batch_size(batch_size)
     return embed_jitted(
         params, jnp.asarray(x_NxHxWxC), apply_fn=apply_fn, batch_size=int(batch_size),
         method=method,
@@ -286,6 +162,35 @@ def _sq_dists(x: jax.Array, x_sq: jax.Array, c: jax.Array) -> jax.Array:
     return jnp.maximum(x_sq[:, None] - 2.0 * (x @ c.T) + c_sq[None, :], 0.0)
 
 
+class _ClassKMeans(NamedTuple):
+    """k-means of one padded class (a k-means backend's output; stacked over classes).
+
+    Attributes:
+      labels: ``[n]`` int32 cluster in ``[0, k)`` of every row (padded rows too).
+      centres: ``[k, d]``.
+      counts: ``[k]`` int32 valid members per cluster.
+      inertia: sum over valid rows of the squared distance to their centre.
+      n_iterations: int32 Lloyd iterations run.
+      converged: bool, stopped by the tolerance (not by ``max_iterations``).
+    """
+
+    labels: jax.Array
+    centres: jax.Array
+    counts: jax.Array
+    inertia: jax.Array
+    n_iterations: jax.Array
+    converged: jax.Array
+
+
+def _final_assignment(x, x_sq, valid, centres, k: int, n_iterations, converged) -> _ClassKMeans:
+    """Labels, sizes and inertia at the final centres (scikit-learn's ``labels_``/``inertia_``)."""
+    dist = _sq_dists(x, x_sq, centres)
+    labels = jnp.argmin(dist, axis=1).astype(jnp.int32)
+    inertia = jnp.sum(jnp.min(dist, axis=1) * valid.astype(x.dtype))
+    counts = jax.ops.segment_sum(valid.astype(jnp.int32), labels, k)
+    return _ClassKMeans(labels, centres, counts, inertia, n_iterations, converged)
+
+
 def _kmeans_plus_plus(key: jax.Array, x: jax.Array, x_sq: jax.Array, valid: jax.Array, k: int):
     """Greedy k-means++ seeds ``[k, d]`` drawn among valid rows only (scikit-learn's rule).
 
@@ -321,10 +226,9 @@ def _kmeans_one(key, x, valid, *, k: int, max_iterations: int, tol: float):
     """k-means on one padded class ``x`` [n, d] with validity mask ``valid`` [n]."""
     n, d = x.shape
     validf = valid.astype(x.dtype)
-    n_valid = jnp.maximum(jnp.sum(validf), 1.0)
     x_sq = jnp.sum(x * x, axis=-1)
-    mean = jnp.sum(x * validf[:, None], axis=0) / n_valid
-    var = jnp.sum(jnp.square(x - mean) * validf[:, None], axis=0) / n_valid
+    mean = weighted_mean(x, validf)  # [d], over the valid rows
+    var = weighted_mean(jnp.square(x - mean), validf)
     tol_abs = tol * jnp.mean(var)  # scikit-learn's tolerance, relative to the data spread
 
     centres0 = _kmeans_plus_plus(key, x, x_sq, valid, k)
@@ -356,12 +260,7 @@ def _kmeans_one(key, x, valid, *, k: int, max_iterations: int, tol: float):
 
     init = (centres0, jnp.full((n,), -1, jnp.int32), jnp.int32(0), jnp.bool_(False))
     centres, _, n_iter, done = jax.lax.while_loop(cond, body, init)
-    # Final assignment step at the final centres (scikit-learn's labels_ and inertia_).
-    dist = _sq_dists(x, x_sq, centres)
-    labels = jnp.argmin(dist, axis=1).astype(jnp.int32)
-    inertia = jnp.sum(jnp.min(dist, axis=1) * validf)
-    counts = jax.ops.segment_sum(valid.astype(jnp.int32), labels, k)
-    return labels, centres, counts, inertia, n_iter, done
+    return _final_assignment(x, x_sq, valid, centres, k, n_iter, done)
 
 
 def _kmeans_one_ott(key, x, valid, *, k: int, max_iterations: int, tol: float):
@@ -384,12 +283,8 @@ def _kmeans_one_ott(key, x, valid, *, k: int, max_iterations: int, tol: float):
     xf = x[jnp.where(valid, rows, rows % n_valid)]
     out = ott_k_means(xf, k, weights=validf, init="k-means++", n_init=1, tol=tol,
                       max_iterations=max_iterations, rng=key)
-    centres = out.centroids.astype(x.dtype)
-    dist = _sq_dists(x, jnp.sum(x * x, axis=-1), centres)
-    labels = jnp.argmin(dist, axis=1).astype(jnp.int32)
-    inertia = jnp.sum(jnp.min(dist, axis=1) * validf)
-    counts = jax.ops.segment_sum(valid.astype(jnp.int32), labels, k)
-    return labels, centres, counts, inertia, jnp.int32(out.iteration), jnp.bool_(out.converged)
+    return _final_assignment(x, jnp.sum(x * x, axis=-1), valid, out.centroids.astype(x.dtype), k,
+                             jnp.int32(out.iteration), jnp.bool_(out.converged))
 
 
 KMEANS_BACKENDS = {"jax": _kmeans_one, "ott": _kmeans_one_ott}
@@ -410,8 +305,20 @@ def _kmeans_core(
     return jax.lax.map(one, (keys_C, idx_CxM, valid_CxM), batch_size=class_batch_size)
 
 
-def _class_index_table(lab: np.ndarray, num_classes: int, counts: np.ndarray):
-    """Row indices of each class padded to the largest class: ``idx``/``valid`` ``[C, n_max]``."""
+def class_index_table(labels_N: np.ndarray, num_classes: int,
+                      counts_C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of each class padded to the largest class, for per-class vectorised work.
+
+    Args:
+      labels_N: host labels ``[n]`` in ``[0, num_classes)``.
+      num_classes: C.
+      counts_C: ``[C]`` examples per class (``np.bincount(labels_N, minlength=C)``).
+
+    Returns:
+      ``(idx, valid)``, both ``[C, n_max]``: ``idx[c, :counts[c]]`` are the rows of class c in
+      increasing order (int32), ``valid`` is True there; padded slots hold row 0.
+    """
+    lab, counts = labels_N, counts_C
     order = np.argsort(lab, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     n_max = int(counts.max())
@@ -460,31 +367,29 @@ def kmeans_by_class(
         raise ValueError(f"feats_NxD must be [n, d]; got shape {feats.shape}")
     if not jnp.issubdtype(feats.dtype, jnp.floating):
         raise ValueError(f"feats_NxD must be floating point; got {feats.dtype}")
-    lab = _check_labels(labels_N, feats.shape[0], num_classes, "labels_N")
-    counts = _check_ipc(lab, num_classes, ipc)
+    lab = check_labels(labels_N, num_classes, n=feats.shape[0], name="labels_N").astype(np.int32)
+    counts = check_ipc(lab, num_classes, ipc)
     if max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0; got {max_iterations}")
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0; got {tol}")
     if class_batch_size is not None and class_batch_size < 1:
         raise ValueError(f"class_batch_size must be None or >= 1; got {class_batch_size}")
-    if backend not in KMEANS_BACKENDS:
-        raise ValueError(f"backend must be one of {sorted(KMEANS_BACKENDS)}; got {backend!r}")
-    check_compile_s = _check_finite(feats, "feats_NxD")
+    check_choice(backend, tuple(sorted(KMEANS_BACKENDS)), "backend")
+    check_compile_s = check_finite(feats, "feats_NxD")
 
-    idx, valid = _class_index_table(lab, num_classes, counts)
+    idx, valid = class_index_table(lab, num_classes, counts)
     keys = jax.random.split(key, num_classes)
-    (labels_l, centres, sizes, inertia, n_iter, done), run_s, compile_s = timed(
+    km, _, compile_s = timed(
         _kmeans_core, keys, feats.astype(jnp.float32), jnp.asarray(idx), jnp.asarray(valid),
         k=int(ipc), max_iterations=int(max_iterations), tol=float(tol),
         class_batch_size=class_batch_size, backend=backend,
     )
-    labels_l = np.asarray(labels_l)
     cluster_ids = np.empty(lab.size, np.int32)
-    global_ids = labels_l + (np.arange(num_classes, dtype=np.int32) * ipc)[:, None]
+    global_ids = np.asarray(km.labels) + (np.arange(num_classes, dtype=np.int32) * ipc)[:, None]
     cluster_ids[idx[valid]] = global_ids[valid]
-    sizes = np.asarray(sizes).reshape(-1).astype(np.int32)
-    inertia = np.asarray(inertia, np.float64)
+    sizes = np.asarray(km.counts).reshape(-1).astype(np.int32)
+    inertia = np.asarray(km.inertia, np.float64)
     compile_s += check_compile_s
     wall = time.perf_counter() - t_start
     return PartitionOutput(
@@ -494,10 +399,10 @@ def kmeans_by_class(
         sizes=sizes,
         inertia=float(inertia.sum()),
         inertia_per_class=inertia,
-        n_iterations=np.asarray(n_iter, np.int32),
-        converged=np.asarray(done, bool),
+        n_iterations=np.asarray(km.n_iterations, np.int32),
+        converged=np.asarray(km.converged, bool),
         n_empty=int((sizes == 0).sum()),
-        centroids=centres.reshape(num_classes * ipc, -1),
+        centroids=km.centres.reshape(num_classes * ipc, -1),
         timings={"kmeans_s": wall - compile_s, "kmeans_compile_s": compile_s},
     )
 
@@ -539,11 +444,10 @@ def partition_by_class(
     """
     jax.block_until_ready(x_NxHxWxC)  # pending upstream work is not this stage's time
     t0 = time.perf_counter()
-    check_compile_s = _check_images(x_NxHxWxC)
-    lab = _check_labels(y_N, x_NxHxWxC.shape[0], num_classes)
-    _check_ipc(lab, num_classes, ipc)  # before the (long) embedding
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    check_compile_s = check_images(x_NxHxWxC)
+    lab = check_labels(y_N, num_classes, n=x_NxHxWxC.shape[0]).astype(np.int32)
+    check_ipc(lab, num_classes, ipc)  # before the (long) embedding
+    _check_batch_size(batch_size)
     feats, _, embed_compile_s = timed(
         embed_jitted, params, jnp.asarray(x_NxHxWxC), apply_fn=apply_fn,
         batch_size=int(batch_size), method=method,

@@ -8,8 +8,13 @@
 - Optimisers take their learning rate through ``optax.inject_hyperparams`` so schedules are
   stepped per epoch (as in the paper's reference) without recompiling.
 - :func:`run_phases`: the epoch loop. A *phase* is a pure step function applied to every batch of
-  one stream (a named pool) in one epoch; a method's epoch is a sequence of phases (e.g. SCRUB's
-  forget pass then retain pass).
+  one stream (a named pool, :func:`stream_pool`) in one epoch; a method's epoch is a sequence of
+  phases (e.g. SCRUB's forget pass then retain pass). Every step is compiled ahead of time and
+  cached process-wide (:class:`PhaseRunner`, through :func:`jaxunlearn.timing.compile_ahead`).
+- Sampling on device: :func:`epoch_order` (a shuffle of the valid rows cut into batches) and
+  :func:`sample_without_replacement` / :func:`sample_batch` (distinct rows drawn uniformly),
+  shared by every method that draws data inside its step.
+- :func:`apply_gradients`: the one optimiser update, optionally masked.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -25,28 +31,34 @@ import numpy as np
 import optax
 
 from jaxunlearn import sharding
+from jaxunlearn.losses import cross_entropy, weighted_mean
+from jaxunlearn.timing import compile_ahead
 
 __all__ = [
     "Batch",
+    "FitOutput",
     "Phase",
+    "PhaseRunner",
     "Pool",
     "TrainState",
     "adam",
     "apply_gradients",
-    "ce_step",
-    "fit",
-    "FitOutput",
-    "weighted_accuracy",
     "bucket_size",
-    "compile_cached",
+    "ce_step",
     "cosine_with_warmup",
     "epoch_order",
+    "fit",
     "gather_batch",
     "get_learning_rate",
     "make_pool",
     "run_phases",
+    "sample_batch",
+    "sample_without_replacement",
     "set_learning_rate",
     "sgd",
+    "shuffle_valid_first",
+    "stream_pool",
+    "weighted_accuracy",
 ]
 
 Params = Any
@@ -58,6 +70,11 @@ class Pool(NamedTuple):
     x: jax.Array  # [cap, h, w, c]
     y: jax.Array  # [cap] int32
     n: jax.Array  # [] int32, the number of valid rows
+
+    @property
+    def valid(self) -> jax.Array:
+        """``[cap]`` bool, True for the ``n`` valid rows."""
+        return jnp.arange(self.y.shape[0]) < self.n
 
 
 class Batch(NamedTuple):
@@ -117,21 +134,45 @@ def _steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, math.ceil(n / batch_size))
 
 
-def epoch_order(key: jax.Array, n: jax.Array, capacity: int, batch_size: int) -> jax.Array:
-    """A random order of the ``n`` valid rows, padded to whole batches: ``[steps_max, b]``.
+def shuffle_valid_first(key: jax.Array, valid_N: jax.Array) -> jax.Array:
+    """A uniformly random order of the valid rows, then the others in index order.
 
-    Valid rows come first in random order; slots past ``n`` hold ``-1`` (padding).
+    Args:
+      key: PRNG key.
+      valid_N: ``[N]`` bool, the rows to shuffle (anywhere in the set, e.g. several padded pools
+        laid end to end).
+
+    Returns:
+      ``[N]`` int32 row indices: the valid rows in random order first.
     """
-    u = jax.random.uniform(key, (capacity,))
-    valid = jnp.arange(capacity) < n
-    order = jnp.argsort(jnp.where(valid, u, 2.0))
-    order = jnp.where(jnp.arange(capacity) < n, order, -1)
+    u = jax.random.uniform(key, valid_N.shape)
+    return jnp.argsort(jnp.where(valid_N, u, 2.0))
+
+
+def epoch_order(key: jax.Array, valid_N: jax.Array, batch_size: int) -> jax.Array:
+    """A random order of the valid rows, padded to whole batches: ``[steps, b]``.
+
+    Args:
+      key: PRNG key of the shuffle.
+      valid_N: ``[N]`` bool validity of the rows of a set of capacity N (``Pool.valid``).
+      batch_size: b (static).
+
+    Returns:
+      ``[ceil(N / b), b]`` int32 (at least one step): the valid rows first in random order
+      (:func:`shuffle_valid_first`), then ``-1`` (padding) in every remaining slot.
+    """
+    capacity = valid_N.shape[0]
+    n = jnp.sum(valid_N)
+    order = jnp.where(jnp.arange(capacity) < n, shuffle_valid_first(key, valid_N), -1)
     steps = _steps_per_epoch(capacity, batch_size)
     order = jnp.pad(order, (0, steps * batch_size - capacity), constant_values=-1)
     return order.reshape(steps, batch_size).astype(jnp.int32)
 
 
-_epoch_order_jit = jax.jit(epoch_order, static_argnums=(2, 3))
+@partial(jax.jit, static_argnums=(2, 3))
+def _pool_order(key: jax.Array, n: jax.Array, capacity: int, batch_size: int) -> jax.Array:
+    """:func:`epoch_order` of a pool of ``n`` valid rows, from its count (one host-free call)."""
+    return epoch_order(key, jnp.arange(capacity) < n, batch_size)
 
 
 def gather_batch(pool: Pool, idx_B: jax.Array) -> Batch:
@@ -139,6 +180,48 @@ def gather_batch(pool: Pool, idx_B: jax.Array) -> Batch:
     safe = jnp.maximum(idx_B, 0)
     batch = Batch(pool.x[safe], pool.y[safe], (idx_B >= 0).astype(jnp.float32))
     return sharding.constrain_batch(batch)
+
+
+def sample_without_replacement(key: jax.Array, eligible: jax.Array,
+                               m: int) -> tuple[jax.Array, jax.Array]:
+    """``m`` distinct positions along the last axis, drawn uniformly among the eligible ones.
+
+    Eligible entries score a uniform draw in [0, 1), the others −1, and ``top_k`` keeps the ``m``
+    highest: eligible positions come first in random order, without duplicates; when fewer than
+    ``m`` are eligible, the rest of the slots are ineligible positions (lowest index first) with
+    weight 0, so shapes stay static.
+
+    Args:
+      key: PRNG key.
+      eligible: ``[..., N]`` bool (e.g. ``Pool.valid``, or ``[C, N]`` per-class tables).
+      m: positions to draw per row (static, ``<= N``).
+
+    Returns:
+      ``(idx, w)``: ``[..., m]`` int32 positions and ``[..., m]`` float32 weights (1 eligible,
+      0 filler).
+    """
+    u = jax.random.uniform(key, eligible.shape)
+    _, idx = jax.lax.top_k(jnp.where(eligible, u, -1.0), m)
+    return idx, jnp.take_along_axis(eligible, idx, axis=-1).astype(jnp.float32)
+
+
+def sample_batch(key: jax.Array, pool: Pool, m: int, eligible: jax.Array | None = None) -> Batch:
+    """``m`` distinct valid rows of ``pool`` drawn uniformly on device (fewer valid rows: w = 0).
+
+    Args:
+      key: PRNG key.
+      pool: the pool.
+      m: static batch size (capped at the pool's capacity).
+      eligible: optional ``[cap]`` bool restricting the draw to some valid rows (e.g. A-AMU's
+        unseen rows of the forget sample's classes).
+
+    Returns:
+      A :class:`Batch` of ``min(m, capacity)`` rows (:func:`sample_without_replacement`).
+    """
+    cap = pool.y.shape[0]
+    rows = pool.valid if eligible is None else pool.valid & eligible
+    idx, w = sample_without_replacement(key, rows, min(m, cap))
+    return Batch(pool.x[idx], pool.y[idx], w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,6 +271,7 @@ def set_learning_rate(opt_state: Any, lr: float) -> Any:
 
 
 def get_learning_rate(opt_state: Any) -> jax.Array:
+    """The injected learning rate of ``opt_state`` (see :func:`set_learning_rate`)."""
     return opt_state.hyperparams["learning_rate"]
 
 
@@ -213,16 +297,17 @@ def cosine_with_warmup(base_lr: float, epochs: int, warmup_epochs: int = 0,
 # The epoch loop
 
 
-def _phase_runner(step: Callable, stream: str) -> Callable:
-    def run(state, data, order, s, key):
-        pool = _stream_pool(data, stream)
-        batch = gather_batch(pool, order[s])
-        return step(state, batch, data, jax.random.fold_in(key, s))
+def stream_pool(data: Any, stream: str) -> Pool:
+    """The :class:`Pool` of the stream named ``stream`` in ``data``.
 
-    return jax.jit(run, donate_argnums=(0,))
+    Args:
+      data: a mapping of pools, or a pytree with pools as attributes and optionally more in an
+        ``extra`` mapping (e.g. :class:`~jaxunlearn.unlearn.base.UnlearnData`).
+      stream: the stream's name.
 
-
-def _stream_pool(data: Any, stream: str) -> Pool:
+    Raises:
+      ValueError: no such stream (the message lists the available ones).
+    """
     if isinstance(data, Mapping) and stream in data:
         return data[stream]
     if hasattr(data, stream):
@@ -230,47 +315,57 @@ def _stream_pool(data: Any, stream: str) -> Pool:
     extra = getattr(data, "extra", None) or {}
     if stream in extra:
         return extra[stream]
-    raise ValueError(f"unknown data stream {stream!r}")
+    if isinstance(data, Mapping):
+        names = list(data)
+    else:
+        names = [f for f in getattr(data, "_fields", ()) if isinstance(getattr(data, f), Pool)]
+    raise ValueError(f"unknown data stream {stream!r}; available: "
+                     f"{', '.join([*names, *extra]) or 'none'}")
 
 
-# Compiled executables, shared by every run in the process: a method built once and run for
-# several seeds (pools of the same bucketed capacity) compiles once.
-_COMPILED: dict[tuple, tuple[Any, Any]] = {}
+def _phase_runner(step: Callable, stream: str) -> Callable:
+    def run(state, data, order, s, key):
+        pool = stream_pool(data, stream)
+        batch = gather_batch(pool, order[s])
+        return step(state, batch, data, jax.random.fold_in(key, s))
 
-
-def _signature(*args: Any) -> tuple:
-    leaves, treedef = jax.tree.flatten(args)
-    return (treedef, tuple((jnp.shape(x), jnp.result_type(x), getattr(x, "sharding", None))
-                           for x in leaves))
-
-
-def compile_cached(fn_key: Any, fn: Callable, jitted: Callable, *args: Any) -> tuple[Any, float]:
-    """AOT-compile ``jitted`` for ``args`` once per (``fn_key``, argument signature).
-
-    Returns the executable and the seconds spent compiling now (0 on a cache hit). ``fn`` is
-    kept alive in the cache so ``id``-based keys stay unique.
-    """
-    key = (fn_key, _signature(*args))
-    if key in _COMPILED:
-        return _COMPILED[key][1], 0.0
-    t0 = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    _COMPILED[key] = (fn, compiled)
-    return compiled, time.perf_counter() - t0
+    return jax.jit(run, donate_argnums=(0,))
 
 
 class PhaseRunner:
-    """Hands out compiled phase runners (cached process-wide) and sums the compile time spent."""
+    """Hands out compiled phase runners (cached process-wide) and sums the compile time spent.
+
+    A method built once and run for several seeds (pools of the same bucketed capacity)
+    compiles each of its steps once (:func:`jaxunlearn.timing.compile_ahead` with a cache key).
+    """
 
     def __init__(self) -> None:
         self.compile_s = 0.0
 
     def runner(self, phase: Phase, state, data, order, key):
-        compiled, seconds = compile_cached(
-            ("phase", id(phase.step), phase.stream), phase.step,
-            _phase_runner(phase.step, phase.stream), state, data, order, jnp.int32(0), key)
+        """The compiled ``run(state, data, order, s, key) -> (state, metrics)`` of ``phase``."""
+        compiled, seconds = compile_ahead(
+            _phase_runner(phase.step, phase.stream), state, data, order, jnp.int32(0), key,
+            cache_key=("phase", phase.step, phase.stream))
         self.compile_s += seconds
         return compiled
+
+    def compile_all(self, state: TrainState, data: Any, key: jax.Array, *, epochs: int,
+                    phases: Callable[[int], Sequence[Phase]], batch_size: int) -> None:
+        """Compile, before a timed run, every phase :func:`run_phases` will run, and the shuffle.
+
+        The arguments are those of :func:`run_phases` (``state`` only gives shapes: nothing is
+        donated). All the time spent here, the shuffle's jit compilation included, is added to
+        :attr:`compile_s`.
+        """
+        t0 = time.perf_counter()
+        before = self.compile_s
+        for epoch in range(epochs):
+            for phase in phases(epoch):
+                pool = stream_pool(data, phase.stream)
+                order = _pool_order(key, pool.n, pool.y.shape[0], batch_size)
+                self.runner(phase, state, data, order, key)
+        self.compile_s = before + time.perf_counter() - t0
 
 
 def run_phases(
@@ -323,14 +418,14 @@ def run_phases(
         sums: dict[str, jax.Array] = {}
         counts: dict[str, int] = {}
         for p, phase in enumerate(phases(epoch)):
-            pool = _stream_pool(data, phase.stream)
+            pool = stream_pool(data, phase.stream)
             if phase.stream not in n_cache:  # one host read per stream per run, outside the steps
                 n_cache[phase.stream] = int(pool.n)
             n = n_cache[phase.stream]
             if n == 0:
                 continue
             key_p = jax.random.fold_in(key_e, p)
-            order = _epoch_order_jit(key_p, pool.n, pool.y.shape[0], batch_size)
+            order = _pool_order(key_p, pool.n, pool.y.shape[0], batch_size)
             run = runner.runner(phase, state, data, order, key_p)
             for s in range(_steps_per_epoch(n, batch_size)):
                 state, metrics = run(state, data, order, jnp.int32(s), key_p)
@@ -358,18 +453,34 @@ def run_phases(
 # Supervised training (the original model and Retrain)
 
 
-def apply_gradients(state: TrainState, grads: Params,
-                    optimizer: optax.GradientTransformation) -> TrainState:
-    """One optimiser update of ``state.params`` with ``grads``; increments the step counter."""
+def apply_gradients(state: TrainState, grads: Params, optimizer: optax.GradientTransformation,
+                    mask: Params | None = None) -> TrainState:
+    """One optimiser update of ``state.params`` with ``grads``; increments the step counter.
+
+    With ``mask``, only the entries where it is true move: the *update* (after momentum and
+    coupled weight decay) is masked, not the gradient, so a masked-out weight keeps its value
+    exactly (a pruned weight stays 0, a weight outside SalUn's saliency mask keeps its value).
+
+    Args:
+      state: the training state.
+      grads: gradients, a pytree like ``state.params``.
+      optimizer: the optimiser.
+      mask: optional boolean pytree like ``state.params`` (``None``: update everything).
+
+    Returns:
+      The updated state.
+    """
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    if mask is not None:
+        updates = jax.tree.map(lambda u, m: jnp.where(m, u, jnp.zeros_like(u)), updates, mask)
     return state._replace(params=optax.apply_updates(state.params, updates),
                           opt_state=opt_state, step=state.step + 1)
 
 
-def weighted_accuracy(logits: jax.Array, batch: Batch) -> jax.Array:
-    """Fraction of the batch's real examples classified correctly."""
-    hits = (jnp.argmax(logits, -1) == batch.y).astype(jnp.float32)
-    return jnp.sum(hits * batch.w) / jnp.maximum(jnp.sum(batch.w), 1.0)
+def weighted_accuracy(logits_NxC: jax.Array, batch: Batch) -> jax.Array:
+    """Fraction of the batch's real examples (``batch.w``) classified correctly: a scalar."""
+    hits = (jnp.argmax(logits_NxC, -1) == batch.y).astype(jnp.float32)
+    return weighted_mean(hits, batch.w)
 
 
 def ce_step(apply_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
@@ -380,8 +491,7 @@ def ce_step(apply_fn: Callable, optimizer: optax.GradientTransformation) -> Call
 
         def loss_fn(params):
             logits = apply_fn(params, batch.x)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.y)
-            return jnp.sum(ce * batch.w) / jnp.maximum(jnp.sum(batch.w), 1.0), logits
+            return weighted_mean(cross_entropy(logits, batch.y), batch.w), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         return apply_gradients(state, grads, optimizer), {
@@ -391,6 +501,9 @@ def ce_step(apply_fn: Callable, optimizer: optax.GradientTransformation) -> Call
 
 
 class FitOutput(NamedTuple):
+    """What :func:`fit` returns: the selected parameters, their epoch and validation accuracy
+    (NaN without validation data), and the per-epoch metrics."""
+
     params: Params
     best_epoch: int
     best_val_acc: float

@@ -251,23 +251,24 @@ def test_bad_options_are_clear_errors():
 
 
 def test_study_variants_of_an_aamu_method_resolve_to_the_registered_wrapper():
-    from experiments.aamu_ablation import variant_names
-    from experiments.common import _parse_list, method_hparams, registry_name, split_variant
+    from experiments.aamu_ablation import variants
     from experiments.configs.digits import get_config
+    from experiments.study import build_methods
+    from jaxunlearn.losses import ECDF_MODES
 
     cfg = get_config()
-    name = "a_cf[ecdf=paper,lr=1e-3]"
-    assert split_variant(name) == ("a_cf", {"ecdf": "paper", "lr": 1e-3})
-    assert registry_name(name) == "a_cf" and split_variant("cf") == ("cf", {})
-    hp = method_hparams(cfg, name, condensed=False)
-    assert hp == {**cfg.method_hparams["a_cf"], "ecdf": "paper", "lr": 1e-3}
-    assert _parse_list(f"cf,{name}") == ("cf", name)
-    with pytest.raises(ValueError, match="key=value"):
-        split_variant("a_cf[ecdf]")
-    names = variant_names("a_cf")
-    assert len(names) == 6 == len({split_variant(n)[1].values().__repr__() for n in names})
-    for n in names:  # every variant builds
-        make_method(registry_name(n), lambda p, x: x, **method_hparams(cfg, n, False))
+    cfg.method_hparams["a_cf_paper"] = {"method": "a_cf", "ecdf": "paper", "lr": 1e-3}
+    assert cfg.method_of("a_cf_paper") == "a_cf" and cfg.method_of("cf") == "cf"
+    # the variant starts from its method's entries (digits: batch 16) and adds its own
+    assert cfg.hparams("a_cf_paper", False) == {**cfg.method_hparams["a_cf"], "ecdf": "paper",
+                                                "lr": 1e-3}
+    named = variants("a_cf")
+    assert len(named) == 6 == len({(e["ecdf"], e["steepen"]) for e in named.values()})
+    cfg.method_hparams.update(named)
+    cfg.methods = ("a_cf_paper", *named)
+    methods = build_methods(cfg, lambda p, x: x, lambda k: None)  # every variant builds
+    assert {m.hparams.get("ecdf") for (name, _), m in methods.items() if name in named} == set(
+        ECDF_MODES)
 
 
 # ---------------------------------------------------------------------------------- golden step

@@ -17,8 +17,8 @@ from jaxunlearn.condense import (
     reduced_retain_set,
     split_free_residual,
 )
-from jaxunlearn.models import build_model
-from jaxunlearn.partition import init_fn_for, kmeans_by_class
+from jaxunlearn.models import build_model, init_fn_for
+from jaxunlearn.partition import kmeans_by_class
 
 C = 3
 

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import pytest
 
 from experiments import dc_compare
-from experiments.common import load_records
+from experiments.configs.base import NetSettings
+from experiments.io import load_records
 
 
 def _tiny(seeds=(0,), ipcs=(1, 2)):
     cfg = dc_compare.get_config("digits")
     cfg.seeds, cfg.ipcs, cfg.dm_budgets = seeds, ipcs, (1, 10)
-    cfg.condense_net = dict(width=16, depth=2)
-    cfg.eval = dict(cfg.eval, width=16, steps=40)
-    cfg.dm = dict(cfg.dm, calibration_iterations=3)
+    cfg.condense_net = NetSettings(width=16, depth=2)
+    cfg.eval = dataclasses.replace(cfg.eval, width=16, steps=40)
+    cfg.dm = dataclasses.replace(cfg.dm, calibration_iterations=3)
     return cfg
 
 
@@ -124,5 +126,22 @@ def test_missing_cifar10_fails_fast(tmp_path):
 
 
 def test_main_reports_errors(tmp_path, capsys):
-    assert dc_compare.main(["--workdir", str(tmp_path / "w"), "--ipc", "100"]) == 2
+    assert dc_compare.main(["--workdir", str(tmp_path / "w"), "--set", "ipcs=[100]"]) == 2
     assert "larger than a class" in capsys.readouterr().err
+    assert dc_compare.main(["--workdir", str(tmp_path / "w"), "--set", "eval.stepz=3"]) == 2
+    assert "unknown config field 'eval.stepz'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a study-only flag: dc_compare has no methods
+        dc_compare.main(["--workdir", str(tmp_path / "w"), "--methods", "cf"])
+
+
+def test_the_command_line_sets_the_comparisons_values():
+    from experiments import cli
+
+    base = dc_compare.get_config()
+    args = cli.build_parser("x", base, dc_compare.CONFIGS).parse_args(
+        ["--workdir", "w", "--config", "cifar10", "--seeds", "2", "--set", "ipcs=[2,4]",
+         "--set", "dm_budgets=[1]", "--set", "eval.steps=7", "--set", "full_data=false"])
+    cfg = cli.apply_args(dc_compare.get_config(args.config), args)
+    assert cfg.dataset == "cifar10" and cfg.condense_net.width == 128  # the CIFAR-10 nets
+    assert (cfg.seeds, cfg.ipcs, cfg.dm_budgets) == ((0, 1), (2, 4), (1,))
+    assert cfg.eval.steps == 7 and cfg.eval.width == 128 and cfg.full_data is False

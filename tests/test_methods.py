@@ -23,9 +23,9 @@ import pytest
 from jaxunlearn import train
 from jaxunlearn.losses import kl_with_temperature
 from jaxunlearn.models import build_model, init_params
+from jaxunlearn.train import sample_batch
 from jaxunlearn.unlearn import available_methods, make_method, make_unlearn_data, run_method
 from jaxunlearn.unlearn.bad_teacher import mixed_pool
-from jaxunlearn.unlearn.neggrad import sample_batch
 from jaxunlearn.unlearn.pruning import conv_sparsity, prune_conv_weights, pruning_schedule
 from jaxunlearn.unlearn.relabel import random_wrong_labels, saliency_mask
 from jaxunlearn.unlearn.sparse import l1_alpha_schedule

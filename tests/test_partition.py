@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from jaxunlearn.models import build_model
+from jaxunlearn.models import build_model, init_fn_for
 from jaxunlearn.partition import (
     embed,
     embed_jitted,
-    init_fn_for,
     kmeans_by_class,
     partition_by_class,
-    timed,
 )
+from jaxunlearn.timing import timed
 
 C = 4
 

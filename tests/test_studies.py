@@ -9,6 +9,7 @@ studies' workdirs, which is what a resumed study would find.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -16,8 +17,19 @@ import shutil
 import numpy as np
 import pytest
 
-from experiments import ablations, class_forget, common, multiround, plots, uniform_forget
+from experiments import (
+    ablations,
+    class_forget,
+    cli,
+    io,
+    multiround,
+    plots,
+    seeds,
+    study,
+    uniform_forget,
+)
 from experiments.configs import cinic10, svhn
+from experiments.configs.base import NetSettings, TrainSchedule
 from experiments.configs.uniform import DATASET_CONFIGS, dataset_config
 from experiments.configs.uniform import get_config as uniform_config
 from jaxunlearn.unlearn import available_methods
@@ -28,13 +40,17 @@ WRITE_PLOTS = plots.write_plots  # the real one (the study tests stub it out)
 def _tiny(cfg):
     cfg.seeds = (0,)
     cfg.model_kwargs = dict(depth=2, width=16)
-    cfg.original = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=2,
-                        warmup_epochs=0)
-    cfg.condense_net = dict(width=16, depth=None)
+    cfg.original = TrainSchedule(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64,
+                                 epochs=2, warmup_epochs=0)
+    cfg.condense_net = NetSettings(width=16, depth=None)
     cfg.methods = ("cf",)
-    cfg.method_hparams["cf"].update(epochs=1, warmup_epochs=0)
-    cfg.blend = dict(cfg.blend, iterations=2)
+    _set_hparams(cfg, "cf", epochs=1, warmup_epochs=0)
+    cfg.blend = dataclasses.replace(cfg.blend, iterations=2)
     return cfg
+
+
+def _set_hparams(cfg, method, **values):
+    cfg.method_hparams[method] = {**cfg.method_hparams.get(method, {}), **values}
 
 
 def _copy_original(src: str, dst: str) -> None:
@@ -65,23 +81,32 @@ def uniform_run(tmp_path_factory, no_plots):
 
 
 def test_dataset_configs_carry_the_papers_settings():
-    assert set(DATASET_CONFIGS) >= {"digits", "cifar10", "svhn", "cinic10", "svhn:cpu",
-                                    "cinic10:cpu", "cifar10:cpu", "synthetic"}
+    assert set(DATASET_CONFIGS) == {"digits", "cifar10", "svhn", "cinic10", "synthetic"}
     s, c = svhn.get_config(), cinic10.get_config()
     assert (s.dataset, s.model, s.ipc) == ("svhn", "resnet18", 100)
     assert (c.dataset, c.model, c.ipc) == ("cinic10", "resnet18", 800)
-    assert s.method_hparams["a_cf"]["lr"] == 2.4e-4 and c.method_hparams["a_cf"]["lr"] == 1e-4
+    # SVHN keeps the library's A-CF learning rate (2.4e-4, SPEC §4); CINIC-10 sets its own
+    assert "a_cf" not in s.method_hparams and c.hparams("a_cf", False)["lr"] == 1e-4
+    # the paper's with-condensation values apply over the factories' defaults
+    assert c.hparams("scrub", True) == {"lr": 1e-3, "m_steps": 9}
+    assert s.hparams("scrub", True) == {"lr": 5e-3, "m_steps": 9}
+    assert s.hparams("scrub", False) == {}
     # clusters keep the paper's size in the CPU variants (≈45 SVHN, ≈11 CINIC-10 per cluster)
     assert svhn.get_config("cpu").ipc == 11 and cinic10.get_config("cpu").ipc == 44
     for name in DATASET_CONFIGS:
-        cfg = uniform_config(name, 0.5)
-        assert cfg.scenario == "uniform" and cfg.forget_fraction == 0.5
-        assert cfg.seeds == (0, 1, 2)
-        common.validate_config(cfg)
+        for scale in (None, "cpu"):
+            cfg = uniform_config(name, 0.5, scale)
+            assert cfg.scenario == "uniform" and cfg.forget_fraction == 0.5
+            assert cfg.seeds == (0, 1, 2)
+            study.validate_config(cfg)
+            study.build_methods(cfg, lambda p, x: x, lambda k: None)  # every method builds
+    assert dataset_config("cifar10", "cpu").model == "convnet"
     with pytest.raises(ValueError, match="unknown config 'mnist'"):
         dataset_config("mnist")
-    with pytest.raises(ValueError, match="variant"):
+    with pytest.raises(ValueError, match="scale"):
         svhn.get_config("tpu")
+    with pytest.raises(ValueError, match="CPU-sized"):
+        dataset_config("digits", "paper")
 
 
 def test_cli_rejects_unknown_config_and_bad_fraction(tmp_path, capsys):
@@ -92,7 +117,7 @@ def test_cli_rejects_unknown_config_and_bad_fraction(tmp_path, capsys):
 
 
 def test_synthetic_data_is_cifar_shaped_and_learnable():
-    ds = common.synthetic_dataset(20, 5)
+    ds = seeds.synthetic_dataset(20, 5)
     assert ds.x_train.shape == (200, 32, 32, 3) and ds.x_test.shape == (50, 32, 32, 3)
     assert np.bincount(ds.y_train).tolist() == [20] * 10
     # class structure: nearest class mean of the training set classifies most test images
@@ -114,7 +139,7 @@ STAGE_FIELDS = {"embed_s", "kmeans_s", "split_s", "blend_s"}
 def class_run(tmp_path_factory, no_plots):
     cfg = _tiny(class_forget.get_config())
     cfg.methods = ("retrain", "cf", "a_cf")
-    cfg.method_hparams["retrain"].update(epochs=1, warmup_epochs=0)
+    _set_hparams(cfg, "retrain", epochs=1, warmup_epochs=0)
     workdir = str(tmp_path_factory.mktemp("class_forget"))
     return cfg, workdir, class_forget.run(cfg, workdir)
 
@@ -160,10 +185,10 @@ def test_class_forget_rerun_recomputes_nothing(class_run, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("a finished record was recomputed")
 
-    monkeypatch.setattr(common, "run_one", fail)
-    monkeypatch.setattr(common.train, "fit", fail)
+    monkeypatch.setattr(study, "run_one", fail)
+    monkeypatch.setattr(seeds.train, "fit", fail)
     again = class_forget.run(cfg, workdir)
-    assert [common.record_key(r) for r in again] == [common.record_key(r) for r in records]
+    assert [study.record_key(r) for r in again] == [study.record_key(r) for r in records]
 
 
 def test_an_interrupted_study_keeps_its_records_and_resumes(class_run, tmp_path, monkeypatch):
@@ -173,7 +198,7 @@ def test_an_interrupted_study_keeps_its_records_and_resumes(class_run, tmp_path,
     cfg.condensation = (False,)
     workdir = str(tmp_path / "w")
     _copy_original(src, workdir)
-    real = common.run_one
+    real = study.run_one
     calls = []
 
     def crash_second(*args, **kwargs):
@@ -182,12 +207,12 @@ def test_an_interrupted_study_keeps_its_records_and_resumes(class_run, tmp_path,
             raise _Crash
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(common, "run_one", crash_second)
+    monkeypatch.setattr(study, "run_one", crash_second)
     with pytest.raises(_Crash):
         class_forget.run(cfg, workdir)
-    kept = common.load_records(os.path.join(workdir, "records.jsonl"))
+    kept = io.load_records(os.path.join(workdir, "records.jsonl"))
     assert [r["method"] for r in kept] == ["original", "cf"]
-    monkeypatch.setattr(common, "run_one", real)
+    monkeypatch.setattr(study, "run_one", real)
     done = class_forget.run(cfg, workdir)
     assert [r["method"] for r in done] == ["original", "cf", "a_cf"]
     assert done[1] == kept[1]  # the record written before the crash is untouched
@@ -210,7 +235,7 @@ def test_bad_study_input_fails_before_any_training(tmp_path, monkeypatch, overri
     def no_training(*a, **k):
         raise AssertionError("training started before the input was checked")
 
-    monkeypatch.setattr(common.train, "fit", no_training)
+    monkeypatch.setattr(seeds.train, "fit", no_training)
     # a missing CIFAR-10 is "downloaded" from a closed local port: fails at once, offline
     import socket
 
@@ -239,7 +264,8 @@ def test_a_missing_optional_extra_is_a_message_not_a_traceback(tmp_path, monkeyp
                           '"jaxunlearn[tfds]"')
 
     monkeypatch.setattr(tfds_source, "_import_tfds", no_tfds)
-    code = uniform_forget.main(["--config", "svhn:cpu", "--workdir", str(tmp_path / "w")])
+    code = uniform_forget.main(["--config", "svhn", "--scale", "cpu", "--workdir",
+                                str(tmp_path / "w")])
     assert code == 2 and "jaxunlearn[tfds]" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
 
@@ -252,18 +278,57 @@ def test_a_workdir_that_is_a_file_is_refused_and_kept(tmp_path):
     assert path.read_text() == "mine"
 
 
+def _args(cfg, *argv):
+    return cli.apply_args(cfg, cli.build_parser("x", cfg).parse_args(["--workdir", "w", *argv]))
+
+
 def test_seed_flag_counts_and_lists(tmp_path, capsys):
     cfg = class_forget.get_config()
-    args = common.build_parser("x").parse_args(["--workdir", "w", "--seeds", "2"])
-    assert common.config_from_args(cfg, args).seeds == (0, 1)
-    args = common.build_parser("x").parse_args(["--workdir", "w", "--seeds", "7,"])
-    assert common.config_from_args(cfg, args).seeds == (7,)
+    assert _args(cfg, "--seeds", "2").seeds == (0, 1)
+    assert _args(cfg, "--seeds", "7,").seeds == (7,)
     # another --model drops the config's ConvNet keywords
-    args = common.build_parser("x").parse_args(["--workdir", "w", "--model", "resnet18"])
-    got = common.config_from_args(class_forget.get_config(), args)
+    got = _args(class_forget.get_config(), "--model", "resnet18")
     assert got.model == "resnet18" and got.model_kwargs == {}
     assert class_forget.main(["--workdir", str(tmp_path / "w"), "--seeds", "0"]) == 2
     assert "selects no seed" in capsys.readouterr().err
+
+
+def test_set_reaches_sections_dicts_and_variants():
+    from experiments.configs.base import StudyConfig, from_json, to_json
+
+    cfg = _args(class_forget.get_config(), "--set", "original.epochs=5", "--set",
+                "method_hparams.cf.lr=0.5", "--set", 'blend={"iterations": 3}', "--set",
+                "forget_classes=[2]", "--set", 'method_hparams.my_cf={"method": "cf", "epochs": 2}',
+                "--methods", "cf,my_cf")
+    assert cfg.original.epochs == 5 and cfg.original.lr == 0.05  # the rest of the section stays
+    assert cfg.blend.iterations == 3 and cfg.blend.momentum == 0.5  # omitted: the defaults
+    assert cfg.forget_classes == (2,) and cfg.methods == ("cf", "my_cf")
+    assert cfg.hparams("my_cf", False) == {"lr": 0.5, "epochs": 2}  # cf's entry, then its own
+    study.validate_config(cfg)
+    assert from_json(StudyConfig, to_json(cfg)) == cfg  # config.json round-trips
+    for bad, match in (("original.epochz=5", "unknown config field 'original.epochz'"),
+                       ("nope=1", "unknown config field 'nope'"),
+                       ('blend={"iters": 3}', "unexpected keyword"),
+                       ("original.epochs.x=1", "not a section")):
+        with pytest.raises(ValueError, match=match):
+            _args(class_forget.get_config(), "--set", bad)
+    with pytest.raises(ValueError, match="unknown method"):
+        study.validate_config(_args(class_forget.get_config(), "--methods", "a_cf[ecdf=paper]"))
+    scaled = cli.build_parser("x", uniform_forget.get_config(), list(DATASET_CONFIGS), True)
+    args = scaled.parse_args(["--workdir", "w", "--config", "cinic10", "--scale", "cpu"])
+    assert uniform_forget.get_config(args.config, scale=args.scale).ipc == 44
+
+
+def test_seed_keys_keep_their_purposes():
+    import jax
+
+    keys = seeds.seed_keys(3)
+    assert list(keys) == list(seeds.PURPOSES)  # appended, never reordered: records depend on it
+    root = jax.random.key(3)
+    for i, name in enumerate(("data", "init", "train", "partition", "extractor", "forget",
+                              "unlearn", "mia", "dm")):
+        np.testing.assert_array_equal(jax.random.key_data(keys[name]),
+                                      jax.random.key_data(jax.random.fold_in(root, i)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +391,7 @@ def test_multiround_continues_each_method_and_reuses_the_partition(uniform_run, 
     _copy_original(src, workdir)
 
     calls, partitions = [], []
-    real_run_method, real_partition = common.run_method, glue.partition_by_class
+    real_run_method, real_partition = study.run_method, glue.partition_by_class
 
     def recording_run_method(method, params, data, key, **kw):
         if len(calls) == 1 and crash["on"]:  # an interruption during round 1
@@ -340,7 +405,7 @@ def test_multiround_continues_each_method_and_reuses_the_partition(uniform_run, 
         return real_partition(*a, **kw)
 
     crash = {"on": True}
-    monkeypatch.setattr(common, "run_method", recording_run_method)
+    monkeypatch.setattr(study, "run_method", recording_run_method)
     monkeypatch.setattr(glue, "partition_by_class", counting_partition)
     with pytest.raises(_Crash):
         multiround.run(cfg, workdir)
@@ -387,7 +452,7 @@ def test_ablation_variants_train_on_the_right_sets(uniform_run, tmp_path):
     method = "l1_sparse" if "l1_sparse" in available_methods() else "cf"
     cfg.methods = (method,)
     if method != "cf":
-        cfg.method_hparams[method].update(epochs=1)
+        _set_hparams(cfg, method, epochs=1)
     cfg.variants = ("blend", "residual_raw", "full_retain")  # the others: sizes checked below
     workdir = str(tmp_path / "abl")
     _copy_original(src, workdir)
@@ -416,10 +481,10 @@ def test_ablation_variants_train_on_the_right_sets(uniform_run, tmp_path):
     assert len(ablations.run(cfg, workdir)) == len(records)  # resumed: nothing recomputed
 
     # every variant's retain set, from the same (cached) partition
-    paths = common.prepare_workdir(workdir)
-    ctx = common.prepare_seed(cfg, paths, common.load_study_dataset(cfg), 0)
-    forget = common.make_forget(cfg, ctx)
-    vs = ablations.variant_sets(cfg, paths, ctx, forget, tuple(ablations.VARIANTS))
+    opened = study.open_study(cfg, workdir, ablations.VARIANT_COLUMNS.of_config(cfg))
+    ctx = seeds.prepare_seed(cfg, opened.paths, opened.ds, 0, opened.apply_fn, opened.init_fn)
+    forget = seeds.make_forget(cfg, ctx.splits, 0)
+    vs = ablations.variant_sets(cfg, opened.paths, ctx, forget, tuple(ablations.VARIANTS))
     size = {v: len(got[1]) for v, got in vs["sets"].items()}
     assert size["free_raw"] == n_free and size["condensed_free"] == n_clusters
     assert n_clusters < size["condense_all"] <= cfg.ipc * 10

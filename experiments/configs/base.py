@@ -1,7 +1,23 @@
-"""The study configuration and the paper's hyper-parameters (SPEC §2, §4, §5; CIFAR-10/ResNet-18).
+"""The configuration machinery of every study, and the paper's with-condensation values.
 
-A config is a plain dataclass, saved as ``config.json`` in the workdir. Library code never sees it:
-the experiments unpack it into function arguments.
+A config is a dataclass with typed sections (:class:`TrainSchedule`, :class:`BlendSettings`,
+:class:`NetSettings`), saved as ``config.json`` in the workdir. Library code never sees it: the
+experiments unpack it into function arguments.
+
+Where the paper's hyper-parameters live (SPEC §4, §5; CIFAR-10 / ResNet-18):
+
+- the unlearning methods' values **without** condensation are the defaults of their factories in
+  :mod:`jaxunlearn.unlearn` (``make_method("cf", apply_fn)`` is the paper's CF);
+- the values that change **with** condensation are :data:`PAPER_METHODS_DC` below (SPEC §5: "lr
+  w/o DC, then with DC"): the factories cannot know whether their retain set was condensed;
+- a config's ``method_hparams`` / ``method_hparams_dc`` hold only its deviations, each with its
+  reason (see ``configs/digits.py``).
+
+A study may also run one registered method under several names (the A-AMU ablation): an entry of
+``method_hparams`` whose key is not a registered method names its method in ``"method"``, e.g.
+``{"a_cf_paper": {"method": "a_cf", "ecdf": "paper"}}``. Such a variant starts from its method's
+entries and adds its own; it has its own rows and records, and shares its method's unlearning key
+(so variants are compared paired).
 """
 
 from __future__ import annotations
@@ -9,36 +25,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from typing import Any
+import typing
+from typing import Any, ClassVar
 
-__all__ = ["PAPER_METHODS", "PAPER_METHODS_DC", "StudyConfig", "from_json", "pick_variant",
-           "to_json"]
+__all__ = ["PAPER_METHODS_DC", "BlendSettings", "Config", "NetSettings", "StudyConfig",
+           "SCALES", "TrainSchedule", "apply_scale", "from_json", "to_json"]
 
-# SPEC §5 (and §4 for the A-AMU methods), without condensation. Keys are factory keywords.
-PAPER_METHODS: dict[str, dict[str, Any]] = {
-    "retrain": dict(lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=100, warmup_epochs=5,
-                    batch_size=64),
-    "cf": dict(lr=0.04, momentum=0.502, weight_decay=0.0014, epochs=50, warmup_epochs=5,
-               batch_size=64),
-    "distill": dict(lr=0.04, momentum=0.86, weight_decay=1e-3, epochs=50, batch_size=64),
-    "scrub": dict(lr=1e-2, m_steps=5, momentum=0.9, weight_decay=5e-4, epochs=15,
-                  warmup_epochs=5, batch_size=64),
-    "bad_distill": dict(lr=1e-2, momentum=0.9, weight_decay=5e-4, epochs=20, batch_size=64,
-                        retain_fraction=0.6234),
-    "l1_sparse": dict(lr=1e-2, momentum=0.9, weight_decay=5e-4, epochs=30, alpha=1e-4,
-                      batch_size=64),
-    "pruning": dict(lr=0.04, momentum=0.9, weight_decay=5e-4, epochs=20, batch_size=64),
-    "ssd": dict(alpha=10.0, lam=1.0),
-    "neggrad_plus": dict(lr=1e-2, momentum=0.9, weight_decay=5e-4, epochs=5, beta=0.999,
-                         batch_size=64),
-    "random_label": dict(lr=1e-2, momentum=0.9, weight_decay=5e-4, epochs=10, batch_size=64),
-    "salun": dict(lr=1e-2, momentum=0.9, weight_decay=5e-4, epochs=10, batch_size=64),
-    "a_cf": dict(lr=2.4e-4, epochs=1, batch_size=64),
-    "a_scrub": dict(lr=1e-4, epochs=1, batch_size=64),
-    "a_sparse": dict(lr=1e-4, epochs=1, batch_size=64),
-}
-
-# Overrides with condensation (SPEC §5: "lr w/o DC, then with DC").
+# The paper's values that change with condensation (SPEC §5), over the factories' defaults.
 PAPER_METHODS_DC: dict[str, dict[str, Any]] = {
     "distill": dict(lr=5e-3),
     "scrub": dict(lr=5e-3, m_steps=9),
@@ -51,17 +44,67 @@ PAPER_METHODS_DC: dict[str, dict[str, Any]] = {
 
 
 @dataclasses.dataclass
-class StudyConfig:
-    """Everything a study needs; see the dataset configs for values and reasons."""
+class TrainSchedule:
+    """SGD with coupled weight decay, warm-up + cosine per epoch (SPEC §2: the original model)."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    epochs: int = 200
+    warmup_epochs: int = 10
+
+
+@dataclasses.dataclass
+class BlendSettings:
+    """Blend's optimisation (SPEC §3.3); the learning rate is ``blend_lr(ipc)``."""
+
+    iterations: int = 12
+    momentum: float = 0.5
+    weights: str = "sum"          # sum (reference) | softmax
+    n_extractors: int = 1         # 1 (reference: one fixed φ) | more (a fresh φ per iteration)
+
+
+@dataclasses.dataclass
+class NetSettings:
+    """A random, never-trained ConvNet (ψ, φ, DM's extractors) or an evaluation ConvNet."""
+
+    width: int = 128
+    depth: int | None = None      # None: 3 at 32×32 inputs, 2 at 8×8
+
+
+@dataclasses.dataclass
+class Config:
+    """What every study's configuration has: the data, the seeds, the random ConvNets, notes.
+
+    ``GROWABLE`` names the fields a rerun in the same workdir may change (more seeds, more
+    methods...) without invalidating the records already written.
+    """
+
+    GROWABLE: ClassVar[tuple[str, ...]] = ("seeds", "data_dir")
+
+    name: str = "study"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    max_per_class_train: int | None = None   # seeded class-balanced subsample
+    max_per_class_test: int | None = None
+    seeds: tuple = (0, 1, 2)
+    # the random ConvNets ψ (partition) and φ (Blend)
+    condense_net: NetSettings = dataclasses.field(default_factory=NetSettings)
+    notes: dict = dataclasses.field(default_factory=dict)  # reasons for values off the paper's
+
+
+@dataclasses.dataclass
+class StudyConfig(Config):
+    """An unlearning study (class-wise, uniform, multi-round); see the dataset configs."""
+
+    GROWABLE: ClassVar[tuple[str, ...]] = ("methods", "seeds", "condensation", "save_params",
+                                           "data_dir")
 
     name: str = "class_forget"
     dataset: str = "cifar10"
-    data_dir: str | None = None
-    max_per_class_train: int | None = None   # CPU-sized variants subsample (seeded)
-    max_per_class_test: int | None = None
     model: str = "resnet18"
     model_kwargs: dict = dataclasses.field(default_factory=dict)
-    seeds: tuple = (0, 1, 2)
     # forgetting scenario (SPEC §1)
     scenario: str = "classwise"               # classwise | k_classwise | uniform
     forget_classes: tuple | None = None       # None: drawn from the seed
@@ -73,64 +116,77 @@ class StudyConfig:
     unseen_fraction: float = 0.7
     val_fraction: float = 0.1
     # original model (SPEC §2)
-    original: dict = dataclasses.field(default_factory=lambda: dict(
-        lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=200, warmup_epochs=10))
+    original: TrainSchedule = dataclasses.field(default_factory=TrainSchedule)
     # Blend (SPEC §3)
     condensation: tuple = (False, True)       # run each method without and with Blend
     ipc: int = 1000
-    blend: dict = dataclasses.field(default_factory=lambda: dict(
-        iterations=12, momentum=0.5, weights="sum", n_extractors=1))
-    # the random ConvNets ψ (partition) and φ (Blend): depth None = 3 at 32×32, 2 at 8×8
-    condense_net: dict = dataclasses.field(default_factory=lambda: dict(width=128, depth=None))
-    # unlearning methods (SPEC §4, §5)
+    blend: BlendSettings = dataclasses.field(default_factory=BlendSettings)
+    # unlearning methods (SPEC §4, §5): deviations from the factories' defaults, see above
     methods: tuple = ("retrain", "cf")
-    method_hparams: dict = dataclasses.field(default_factory=lambda: copy.deepcopy(PAPER_METHODS))
+    method_hparams: dict = dataclasses.field(default_factory=dict)
     method_hparams_dc: dict = dataclasses.field(
         default_factory=lambda: copy.deepcopy(PAPER_METHODS_DC))
     eval_batch_size: int = 512
     save_params: bool = False                 # save each unlearned model's weights
-    notes: dict = dataclasses.field(default_factory=dict)  # reasons for scaled-down values
 
-    def hparams(self, method: str, condensed: bool) -> dict[str, Any]:
-        """The hyper-parameters of ``method``, with the DC overrides when ``condensed``."""
-        hp = dict(self.method_hparams.get(method, {}))
-        if condensed:
-            hp.update(self.method_hparams_dc.get(method, {}))
+    def method_of(self, name: str) -> str:
+        """The registered method behind the study's method ``name`` (itself, or a variant's)."""
+        return self.method_hparams.get(name, {}).get("method", name)
+
+    def hparams(self, name: str, condensed: bool) -> dict[str, Any]:
+        """The keyword arguments of ``name``'s factory: its method's entries, then the variant's
+        own (with the DC entries after each when ``condensed``)."""
+        hp: dict[str, Any] = {}
+        for n in dict.fromkeys((self.method_of(name), name)):
+            hp.update(self.method_hparams.get(n, {}))
+            if condensed:
+                hp.update(self.method_hparams_dc.get(n, {}))
+        hp.pop("method", None)
         return hp
 
 
-def to_json(cfg: StudyConfig) -> str:
+def to_json(cfg: Config) -> str:
     return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True, default=list)
 
 
-def from_json(text: str) -> StudyConfig:
+def from_json(cls: type[Config], text: str) -> Config:
+    """The ``cls`` config saved as ``text`` by :func:`to_json` (sections and tuples restored)."""
     raw = json.loads(text)
-    for k in ("seeds", "forget_classes", "condensation", "methods"):
-        if raw.get(k) is not None:
-            raw[k] = tuple(raw[k])
-    return StudyConfig(**raw)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            raw[f.name] = kind(**raw[f.name])
+        elif isinstance(raw[f.name], list):
+            raw[f.name] = tuple(raw[f.name])
+    return cls(**raw)
 
 
-def pick_variant(cfg: StudyConfig, variant: str, *, cpu_ipc: int, cpu_note: str) -> StudyConfig:
-    """``cfg`` itself for ``variant="paper"``; its documented CPU-sized form for ``"cpu"``.
+SCALES = ("paper", "cpu")
 
-    The CPU-sized form of a paper dataset: a ConvNet-3 (width 128, the paper's condensation
-    network) on a seeded class-balanced subsample of 500 training / 200 test images per class,
-    ``cpu_ipc`` clusters per class (chosen per dataset so clusters hold as many images as at
-    the paper's scale), 30 original epochs, the paper's unlearning budgets. A scaled-down run,
-    not the paper's numbers; ``cpu_note`` says so in ``config.json``.
+
+def apply_scale(cfg: StudyConfig, scale: str, *, cpu_ipc: int, note: str) -> StudyConfig:
+    """``cfg`` itself for ``scale="paper"``; its documented CPU-sized form for ``"cpu"``.
+
+    The CPU-sized form of a paper dataset (``--scale cpu``): a ConvNet-3 (width 128, the
+    paper's condensation network) on a seeded class-balanced subsample of 500 training / 200
+    test images per class, ``cpu_ipc`` clusters per class (chosen per dataset so clusters hold
+    as many images as at the paper's scale), 30 original epochs, the paper's unlearning budgets.
+    A scaled-down run, not the paper's numbers; ``note`` says so in ``config.json``.
     """
-    if variant == "paper":
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
+    if scale == "paper":
         return cfg
-    if variant != "cpu":
-        raise ValueError(f"variant must be 'paper' or 'cpu', got {variant!r}")
     cfg.model = "convnet"
     cfg.model_kwargs = dict(depth=3, width=128)
     # ≈4 min per 50k-image ConvNet epoch on 2 CPU cores (PLATFORM.md): subsample to 5k images.
     cfg.max_per_class_train = 500
     cfg.max_per_class_test = 200
     cfg.ipc = cpu_ipc
-    cfg.original = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, epochs=30,
-                        warmup_epochs=3)
-    cfg.notes = {**cfg.notes, "cpu": cpu_note}
+    cfg.original = TrainSchedule(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64,
+                                 epochs=30, warmup_epochs=3)
+    cfg.notes = {**cfg.notes, "cpu": note}
     return cfg

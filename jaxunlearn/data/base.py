@@ -1,7 +1,9 @@
-"""Shared pieces of the data package: the dataset container, input checks, seeded sampling.
+"""Shared pieces of the data package: the dataset container, image validation, seeded sampling.
 
 Everything here works on host numpy arrays: data preparation happens once, before anything is put
-on a device, so plain numpy with an explicitly seeded ``np.random.Generator`` is the right tool.
+on a device, so plain numpy with an explicitly seeded ``np.random.Generator`` (:func:`rng_for`,
+one stream per purpose) is the right tool. The argument checks themselves are those of
+:mod:`jaxunlearn.checks`, shared with the partition and condensation.
 """
 
 from __future__ import annotations
@@ -11,10 +13,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxunlearn.checks import check_images, check_labels, check_num_classes
+
 __all__ = [
     "DatasetNotFoundError",
     "ImageDataset",
     "normalise_uint8_images",
+    "rng_for",
+    "round_half_up",
+    "stratified_split",
+    "subsample",
     "subsample_per_class",
     "validate_images",
 ]
@@ -57,28 +65,22 @@ _PURPOSES = {
 }
 
 
-def _rng(seed: int, purpose: str) -> np.random.Generator:
-    """A numpy generator for one purpose of one user seed (never seeded from the clock)."""
+def rng_for(seed: int, purpose: str) -> np.random.Generator:
+    """A numpy generator for one purpose of one user seed (never seeded from the clock).
+
+    Args:
+      seed: the user's seed, a non-negative int (checked here).
+      purpose: one of ``dataset_split``, ``subsample_train``, ``subsample_test``,
+        ``svhn_balance``, ``val``, ``unseen``, ``forget``.
+    """
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     return np.random.default_rng([int(seed), _PURPOSES[purpose]])
 
 
-def _round_half_up(x: float) -> int:
+def round_half_up(x: float) -> int:
+    """``x`` rounded to the nearest int, halves up (``⌊x + ½⌋``; Python's ``round`` is to even)."""
     return int(np.floor(x + 0.5))
-
-
-def _check_fraction(name: str, value: float, *, allow_zero: bool = False) -> float:
-    """Checks that ``value`` lies in (0, 1) (or [0, 1) with ``allow_zero``)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
-    low_ok = v >= 0.0 if allow_zero else v > 0.0
-    if not (low_ok and v < 1.0):
-        interval = "[0, 1)" if allow_zero else "(0, 1)"
-        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
-    return v
 
 
 def _class_quotas(counts_C: np.ndarray, n_take: int, rng: np.random.Generator) -> np.ndarray:
@@ -119,17 +121,32 @@ def _take_per_class(
     return np.sort(by_class[taken]), np.sort(by_class[~taken])
 
 
-def _stratified_split(
+def stratified_split(
     y_n: np.ndarray, n_take: int, num_classes: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified random split of ``arange(len(y_n))`` into ``n_take`` indices and the rest."""
+    """A stratified random split of ``arange(len(y_n))`` into ``n_take`` indices and the rest.
+
+    Args:
+      y_n: ``[n]`` integer labels.
+      n_take: size of the first part, split over classes in proportion to their counts.
+      num_classes: C.
+      rng: the generator of the draw (:func:`rng_for`).
+
+    Returns:
+      ``(taken, rest)``: sorted int64 index arrays.
+    """
     counts = np.bincount(y_n, minlength=num_classes)
     return _take_per_class(y_n, _class_quotas(counts, n_take, rng), rng)
 
 
-def _subsample(
+def subsample(
     y_n: np.ndarray, max_per_class: int, num_classes: int, rng: np.random.Generator
 ) -> np.ndarray:
+    """:func:`subsample_per_class` with an explicit generator (e.g. one of :func:`rng_for`).
+
+    Returns:
+      ``[n']`` sorted int64 indices into ``y_n``, at most ``max_per_class`` of every class.
+    """
     counts = np.bincount(y_n, minlength=num_classes)
     taken, _ = _take_per_class(y_n, np.minimum(counts, int(max_per_class)), rng)
     return taken
@@ -153,7 +170,7 @@ def subsample_per_class(
         raise ValueError(f"max_per_class must be a positive int, got {max_per_class!r}")
     if max_per_class < 1:
         raise ValueError(f"max_per_class must be a positive int, got {max_per_class}")
-    return _subsample(y_n, max_per_class, num_classes, _rng(seed, "subsample_train"))
+    return subsample(y_n, max_per_class, num_classes, rng_for(seed, "subsample_train"))
 
 
 def normalise_uint8_images(
@@ -190,40 +207,6 @@ def validate_images(x: np.ndarray, y: np.ndarray, num_classes: int) -> None:
       ValueError: wrong rank or empty axes, non-float images, NaN/inf pixels, non-integer or
         out-of-range labels, or mismatched lengths.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes}")
-    x_shape = getattr(x, "shape", None)
-    if x_shape is None or len(x_shape) != 4:
-        raise ValueError(
-            "images must be an array of shape [n, h, w, c] (NHWC), got "
-            + (f"shape {tuple(x_shape)}" if x_shape is not None else f"{type(x).__name__}")
-        )
-    if min(x_shape) < 1:
-        raise ValueError(f"images must have n, h, w, c ≥ 1, got shape {tuple(x_shape)}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"images must be floating point (normalised float32), got dtype {x.dtype}")
-    # One float64 reduction detects NaN/inf without a bool array the size of the data.
-    if not np.isfinite(np.sum(x, dtype=np.float64)):
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        raise ValueError(f"images must be finite, got {bad} NaN/inf values")
-    y_shape = getattr(y, "shape", None)
-    if y_shape is None or len(y_shape) != 1:
-        raise ValueError(
-            "labels must be a 1-D array [n], got "
-            + (f"shape {tuple(y_shape)}" if y_shape is not None else f"{type(y).__name__}")
-        )
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
-    if y_shape[0] != x_shape[0]:
-        raise ValueError(
-            f"images and labels must have the same length, got {x_shape[0]} images and "
-            f"{y_shape[0]} labels"
-        )
-    lo, hi = int(np.min(y)), int(np.max(y))
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}) for num_classes={num_classes}, "
-            f"got values in [{lo}, {hi}]"
-        )
+    check_num_classes(num_classes)
+    check_images(x, "images")
+    check_labels(y, num_classes, n=x.shape[0], name="labels")

@@ -41,6 +41,7 @@ __all__ = [
     "CIFAR10_URL",
     "DOWNLOAD_TIMEOUT_S",
     "find_cifar10",
+    "locate_or_download",
     "read_cifar10",
 ]
 
@@ -230,7 +231,7 @@ def _download(url: str, dest: Path, md5: str, timeout: float) -> None:
             os.unlink(tmp)
 
 
-def _locate_or_download(data_dir: Path, download: bool) -> Path:
+def locate_or_download(data_dir: Path, download: bool) -> Path:
     """Finds the archive, downloading it when allowed; fails fast with instructions."""
     found = find_cifar10(data_dir)
     if found is not None:

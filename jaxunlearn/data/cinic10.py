@@ -22,6 +22,7 @@ __all__ = [
     "CINIC10_STD",
     "CINIC10_URL",
     "find_cinic10",
+    "locate",
     "read_cinic10",
 ]
 
@@ -118,7 +119,8 @@ def _missing_message(data_dir: Path) -> str:
     )
 
 
-def _locate(data_dir: Path) -> Path:
+def locate(data_dir: Path) -> Path:
+    """The CINIC-10 root under ``data_dir``; fails fast with the ways to get it (no download)."""
     root = find_cinic10(data_dir)
     if root is None:
         raise DatasetNotFoundError(_missing_message(data_dir))

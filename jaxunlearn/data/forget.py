@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxunlearn.data.base import _check_fraction, _rng, _round_half_up
+from jaxunlearn.checks import check_fraction, check_index_set, check_labels
+from jaxunlearn.data.base import rng_for, round_half_up
 
 __all__ = [
     "SCENARIOS",
@@ -48,46 +49,11 @@ class ForgetSet(NamedTuple):
     classes: tuple[int, ...]
 
 
-def _check_labels(train_y: np.ndarray, num_classes: int) -> np.ndarray:
-    y = np.asarray(train_y)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes}")
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"train_y must be 1-D integer labels, got shape {y.shape} dtype {y.dtype}")
+def _check_train_labels(train_y: np.ndarray, num_classes: int) -> np.ndarray:
+    y = check_labels(train_y, num_classes, name="train_y")
     if len(y) == 0:
         raise ValueError("train_y is empty: there is nothing to forget from")
-    if y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(
-            f"train_y must lie in [0, {num_classes}), got values in [{y.min()}, {y.max()}]"
-        )
     return y
-
-
-def _check_indices(name: str, idx, n: int) -> np.ndarray:
-    """Validates an index array into a set of ``n`` examples; returns it sorted (int64)."""
-    a = np.asarray(idx)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D index array, got shape {a.shape}")
-    if a.size == 0:
-        raise ValueError(f"{name} is empty: expected at least one index")
-    if not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer indices, got dtype {a.dtype}")
-    a = np.sort(a.astype(np.int64))
-    if a[0] < 0 or a[-1] >= n:
-        bad = a[(a < 0) | (a >= n)]
-        raise ValueError(
-            f"{name} must index a training set of {n} examples ([0, {n})), got {len(bad)} "
-            f"out-of-range indices, e.g. {bad[:5].tolist()}"
-        )
-    dup = a[1:][a[1:] == a[:-1]]
-    if dup.size:
-        raise ValueError(
-            f"{name} must not repeat indices, got {dup.size} duplicates, e.g. "
-            f"{np.unique(dup)[:5].tolist()}"
-        )
-    return a
 
 
 def forget_set_from_indices(
@@ -106,7 +72,7 @@ def forget_set_from_indices(
     Raises:
       ValueError: empty, non-integer, out-of-range or duplicate indices, or nothing retained.
     """
-    f = _check_indices("forget_idx", forget_idx, int(num_train))
+    f = check_index_set(forget_idx, int(num_train), "forget_idx")
     if len(f) == num_train:
         raise ValueError(
             f"the forget set covers all {num_train} training examples: nothing would be retained"
@@ -169,12 +135,12 @@ def make_forget_set(
       ValueError: unknown scenario, bad labels or ``among``, a class that does not exist or has no
         example, forgetting every class, fraction not in (0, 1), an empty forget set.
     """
-    y = _check_labels(train_y, num_classes)
+    y = _check_train_labels(train_y, num_classes)
     n = len(y)
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; expected one of {SCENARIOS}")
-    rng = _rng(seed, "forget")
-    pool = np.arange(n) if among is None else _check_indices("among", among, n)
+    rng = rng_for(seed, "forget")
+    pool = np.arange(n) if among is None else check_index_set(among, n, "among")
 
     if scenario == "uniform":
         if classes is not None:
@@ -182,8 +148,8 @@ def make_forget_set(
                 f"classes={classes!r} was given for the uniform scenario; it applies only to "
                 "'classwise' and 'k_classwise'"
             )
-        fraction = _check_fraction("fraction", fraction)
-        n_forget = _round_half_up(fraction * len(pool))
+        fraction = check_fraction("fraction", fraction)
+        n_forget = round_half_up(fraction * len(pool))
         if n_forget == 0:
             raise ValueError(
                 f"empty forget set: fraction {fraction} of {len(pool)} examples rounds to 0"
@@ -244,10 +210,10 @@ def next_round_forget(
       ``ForgetSet`` whose ``forget_idx`` is the union of ``prev.forget_idx`` and this round's
       draw, ``retain_idx`` its complement, ``classes`` those of ``prev``.
     """
-    y = _check_labels(train_y, num_classes)
+    y = _check_train_labels(train_y, num_classes)
     n = len(y)
-    f_prev = _check_indices("prev.forget_idx", prev.forget_idx, n)
-    r_prev = _check_indices("prev.retain_idx", prev.retain_idx, n)
+    f_prev = check_index_set(prev.forget_idx, n, "prev.forget_idx")
+    r_prev = check_index_set(prev.retain_idx, n, "prev.retain_idx")
     if len(f_prev) + len(r_prev) != n or np.intersect1d(f_prev, r_prev).size:
         raise ValueError(
             f"prev is not a forget set of these {n} examples: forget ({len(f_prev)}) and retain "

@@ -23,11 +23,11 @@ import numpy as np
 from jaxunlearn.data import cifar10, cinic10, tfds_source
 from jaxunlearn.data.base import (
     ImageDataset,
-    _rng,
-    _round_half_up,
-    _stratified_split,
-    _subsample,
     normalise_uint8_images,
+    rng_for,
+    round_half_up,
+    stratified_split,
+    subsample,
     validate_images,
 )
 
@@ -72,21 +72,21 @@ def _digits(data_dir: Path | None, seed: int, download: bool) -> _Raw:
     x = bunch.data.reshape(-1, 8, 8, 1)
     y = bunch.target.astype(np.int32)
     # No official test split: a stratified half, fixed by the seed, plays that role.
-    test_idx, train_idx = _stratified_split(
-        y, _round_half_up(0.5 * len(y)), 10, _rng(seed, "dataset_split")
+    test_idx, train_idx = stratified_split(
+        y, round_half_up(0.5 * len(y)), 10, rng_for(seed, "dataset_split")
     )
     norm = lambda v: ((v / 16.0 - DIGITS_MEAN[0]) / DIGITS_STD[0]).astype(np.float32)
     return x[train_idx], y[train_idx], x[test_idx], y[test_idx], 10, norm
 
 
 def _cifar10(data_dir: Path, seed: int, download: bool) -> _Raw:
-    path = cifar10._locate_or_download(data_dir, download)
+    path = cifar10.locate_or_download(data_dir, download)
     norm = lambda x: normalise_uint8_images(x, cifar10.CIFAR10_MEAN, cifar10.CIFAR10_STD)
     return (*cifar10.read_cifar10(path), 10, norm)
 
 
 def _cinic10(data_dir: Path, seed: int, download: bool) -> _Raw:
-    root = cinic10._locate(data_dir)
+    root = cinic10.locate(data_dir)
     norm = lambda x: normalise_uint8_images(x, cinic10.CINIC10_MEAN, cinic10.CINIC10_STD)
     return (*cinic10.read_cinic10(root), 10, norm)
 
@@ -105,7 +105,7 @@ def _svhn(data_dir: Path | None, seed: int, download: bool) -> _Raw:
             f"SVHN train split must hold ≥ {SVHN_PER_CLASS} images per class for the paper's "
             f"class-balanced subset, got per-class counts {counts.tolist()}"
         )
-    keep = _subsample(y_train, SVHN_PER_CLASS, num_classes, _rng(seed, "svhn_balance"))
+    keep = subsample(y_train, SVHN_PER_CLASS, num_classes, rng_for(seed, "svhn_balance"))
     norm = lambda x: normalise_uint8_images(x, tfds_source.SVHN_MEAN, tfds_source.SVHN_STD)
     return x_train[keep], y_train[keep], x_test, y_test, num_classes, norm
 
@@ -198,7 +198,7 @@ def load_dataset(
                 f"unknown dataset {name!r}; expected one of {sorted(DATASETS)} or 'tfds:<name>'"
             )
         loader = DATASETS[canonical]
-    _rng(seed, "dataset_split")  # checks the seed before any reading
+    rng_for(seed, "dataset_split")  # checks the seed before any reading
     for arg, value in (
         ("max_per_class_train", max_per_class_train),
         ("max_per_class_test", max_per_class_test),
@@ -215,10 +215,11 @@ def load_dataset(
     x_train, y_train, x_test, y_test, num_classes, normalise = loader(resolved, seed, download)
 
     if max_per_class_train is not None:
-        keep = _subsample(y_train, max_per_class_train, num_classes, _rng(seed, "subsample_train"))
+        keep = subsample(y_train, max_per_class_train, num_classes,
+                         rng_for(seed, "subsample_train"))
         x_train, y_train = x_train[keep], y_train[keep]
     if max_per_class_test is not None:
-        keep = _subsample(y_test, max_per_class_test, num_classes, _rng(seed, "subsample_test"))
+        keep = subsample(y_test, max_per_class_test, num_classes, rng_for(seed, "subsample_test"))
         x_test, y_test = x_test[keep], y_test[keep]
 
     x_train, x_test = normalise(x_train), normalise(x_test)

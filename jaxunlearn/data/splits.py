@@ -19,12 +19,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxunlearn.checks import check_choice, check_fraction
 from jaxunlearn.data.base import (
     ImageDataset,
-    _check_fraction,
-    _rng,
-    _round_half_up,
-    _stratified_split,
+    rng_for,
+    round_half_up,
+    stratified_split,
     validate_images,
 )
 
@@ -87,18 +87,17 @@ def make_splits(
       ValueError: unknown ``unseen_pool``, fractions out of range, invalid images, or a split
         that would come out empty.
     """
-    if unseen_pool not in UNSEEN_POOLS:
-        raise ValueError(f"unseen_pool must be one of {UNSEEN_POOLS}, got {unseen_pool!r}")
-    unseen_fraction = _check_fraction("unseen_fraction", unseen_fraction)
-    val_fraction = _check_fraction("val_fraction", val_fraction, allow_zero=True)
-    rng_val, rng_unseen = _rng(seed, "val"), _rng(seed, "unseen")
+    check_choice(unseen_pool, UNSEEN_POOLS, "unseen_pool")
+    unseen_fraction = check_fraction("unseen_fraction", unseen_fraction)
+    val_fraction = check_fraction("val_fraction", val_fraction, allow_zero=True)
+    rng_val, rng_unseen = rng_for(seed, "val"), rng_for(seed, "unseen")
     num_classes = ds.num_classes
     validate_images(ds.x_train, ds.y_train, num_classes)
     validate_images(ds.x_test, ds.y_test, num_classes)
 
     n_train, n_test = len(ds.y_train), len(ds.y_test)
-    n_val = _round_half_up(val_fraction * n_train)
-    n_unseen = _round_half_up(unseen_fraction * n_test)
+    n_val = round_half_up(val_fraction * n_train)
+    n_unseen = round_half_up(unseen_fraction * n_test)
     n_fit = n_train - n_val - (n_unseen if unseen_pool == "heldout" else 0)
     n_eval = n_test - (n_unseen if unseen_pool == "test70" else 0)
     sizes = {"train": n_fit, "unseen": n_unseen, "test": n_eval}
@@ -110,13 +109,13 @@ def make_splits(
         )
 
     y_train = ds.y_train
-    val_idx, rest_idx = _stratified_split(y_train, n_val, num_classes, rng_val)
+    val_idx, rest_idx = stratified_split(y_train, n_val, num_classes, rng_val)
     if unseen_pool == "test70":
-        unseen_idx, test_idx = _stratified_split(ds.y_test, n_unseen, num_classes, rng_unseen)
+        unseen_idx, test_idx = stratified_split(ds.y_test, n_unseen, num_classes, rng_unseen)
         train_idx = rest_idx
         unseen_x, unseen_y = ds.x_test[unseen_idx], ds.y_test[unseen_idx]
     else:
-        sub_unseen, sub_train = _stratified_split(
+        sub_unseen, sub_train = stratified_split(
             y_train[rest_idx], n_unseen, num_classes, rng_unseen
         )
         train_idx, unseen_src = rest_idx[sub_train], rest_idx[sub_unseen]

@@ -8,8 +8,9 @@
 where, every step, ``m = samples_per_step · b`` forget examples are drawn uniformly without
 replacement from the forget pool and ``m`` unseen examples from the pool U restricted to the
 classes present in that forget sample, *inside the jitted step* from the device-resident pools
-(:func:`sample_forget_unseen`). When a pool holds fewer than ``m`` eligible examples, all of them
-are used and the remaining slots carry weight 0, so shapes stay static and nothing is duplicated.
+(:func:`sample_forget_unseen`, with :func:`jaxunlearn.train.sample_batch`). When a pool holds
+fewer than ``m`` eligible examples, all of them are used and the remaining slots carry weight 0,
+so shapes stay static and nothing is duplicated.
 
 The steepened loss and the regulariser are :func:`jaxunlearn.losses.steepened_loss` and
 :func:`jaxunlearn.losses.aamu_regulariser`; the unseen branch runs on ``stop_gradient(params)``,
@@ -31,6 +32,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxunlearn.checks import check_choice
 from jaxunlearn.losses import (
     ECDF_MODES,
     STEEPEN_MODES,
@@ -38,6 +40,7 @@ from jaxunlearn.losses import (
     cross_entropy,
     steepened_loss,
 )
+from jaxunlearn.train import sample_batch
 from jaxunlearn.unlearn.base import Method, PrimaryLoss, UnlearnData, register
 
 __all__ = ["DEFAULT_ECDF", "AAMUSample", "aamu_primary_loss", "sample_forget_unseen",
@@ -51,11 +54,6 @@ __all__ = ["DEFAULT_ECDF", "AAMUSample", "aamu_primary_loss", "sample_forget_uns
 DEFAULT_ECDF = "reference"
 
 
-def _check_mode(value: str, valid: tuple[str, ...], what: str) -> None:
-    if value not in valid:
-        raise ValueError(f"{what} must be one of {list(valid)}; got {value!r}")
-
-
 class AAMUSample(NamedTuple):
     """Forget and unseen samples of one step; ``*_w`` are 1 for real examples, 0 for empty slots."""
 
@@ -65,14 +63,6 @@ class AAMUSample(NamedTuple):
     unseen_x: jax.Array  # [m, h, w, c]
     unseen_y: jax.Array  # [m]
     unseen_w: jax.Array  # [m]
-
-
-def _draw_without_replacement(key: jax.Array, eligible_N: jax.Array, m: int):
-    """Indices of ``m`` distinct rows, eligible ones first in random order, and their validity."""
-    u = jax.random.uniform(key, eligible_N.shape)
-    # eligible rows score in [0, 1), the others -1: top_k picks eligible rows uniformly at random
-    _, idx = jax.lax.top_k(jnp.where(eligible_N, u, -1.0), m)
-    return idx, eligible_N[idx].astype(jnp.float32)
 
 
 def sample_forget_unseen(key: jax.Array, data: UnlearnData, m: int) -> AAMUSample:
@@ -87,15 +77,10 @@ def sample_forget_unseen(key: jax.Array, data: UnlearnData, m: int) -> AAMUSampl
       :class:`AAMUSample` with ``m`` (or capacity-many) slots per pool.
     """
     kf, ku = jax.random.split(key)
-    f, u = data.forget, data.unseen
-    mf = min(m, f.y.shape[0])
-    fidx, fw = _draw_without_replacement(kf, jnp.arange(f.y.shape[0]) < f.n, mf)
-    fy = f.y[fidx]
-    present = jnp.zeros((data.num_classes,), jnp.float32).at[fy].max(fw) > 0
-    eligible = (jnp.arange(u.y.shape[0]) < u.n) & present[u.y]
-    mu = min(m, u.y.shape[0])
-    uidx, uw = _draw_without_replacement(ku, eligible, mu)
-    return AAMUSample(f.x[fidx], fy, fw, u.x[uidx], u.y[uidx], uw)
+    f = sample_batch(kf, data.forget, m)
+    present = jnp.zeros((data.num_classes,), jnp.float32).at[f.y].max(f.w) > 0
+    u = sample_batch(ku, data.unseen, m, eligible=present[data.unseen.y])
+    return AAMUSample(f.x, f.y, f.w, u.x, u.y, u.w)
 
 
 def aamu_primary_loss(apply_fn: Callable, *, batch_size: int, lam: float = 34.0, k: float = 2.0,
@@ -126,8 +111,8 @@ def aamu_primary_loss(apply_fn: Callable, *, batch_size: int, lam: float = 34.0,
     if not (lam >= 0 and k > 0 and kappa > 0):
         raise ValueError(f"expected lam >= 0, k > 0 and kappa > 0; got lam={lam}, k={k}, "
                          f"kappa={kappa}")
-    _check_mode(ecdf, ECDF_MODES, "ecdf")
-    _check_mode(steepen, STEEPEN_MODES, "steepen")
+    check_choice(ecdf, ECDF_MODES, "ecdf")
+    check_choice(steepen, STEEPEN_MODES, "steepen")
     m = samples_per_step * batch_size
 
     def primary(ce_N, w_N, params, data: UnlearnData, key):

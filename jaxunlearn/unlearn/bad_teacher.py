@@ -22,9 +22,23 @@ import jax
 import jax.numpy as jnp
 
 from jaxunlearn.losses import kl_with_temperature
-from jaxunlearn.train import Batch, Phase, Pool, TrainState, weighted_accuracy
-from jaxunlearn.unlearn.base import Method, UnlearnData, make_optimizer, register
-from jaxunlearn.unlearn.finetune import _check_budget, apply_masked_gradients
+from jaxunlearn.train import (
+    Batch,
+    Phase,
+    Pool,
+    TrainState,
+    apply_gradients,
+    shuffle_valid_first,
+    weighted_accuracy,
+)
+from jaxunlearn.unlearn.base import (
+    Method,
+    UnlearnData,
+    check_budget,
+    make_optimizer,
+    register,
+    training_method,
+)
 
 __all__ = ["encode_forget_flag", "make_bad_distill", "mixed_pool"]
 
@@ -51,8 +65,7 @@ def mixed_pool(key: jax.Array, forget: Pool, retain: Pool,
     cap_f, cap_r = forget.y.shape[0], retain.y.shape[0]
     k = jnp.floor(retain.n.astype(jnp.float32) * retain_fraction).astype(jnp.int32)
     k = jnp.clip(k, 0, retain.n)
-    u = jax.random.uniform(key, (cap_r,))
-    perm = jnp.argsort(jnp.where(jnp.arange(cap_r) < retain.n, u, 2.0))  # valid rows first
+    perm = shuffle_valid_first(key, retain.valid)
     p = jnp.arange(cap_f + cap_r)
     is_f = p < forget.n
     j = p - forget.n
@@ -88,7 +101,7 @@ def make_bad_distill(apply_fn: Callable, *, init_fn: Callable | None, lr: float 
     """
     if init_fn is None:
         raise ValueError("bad_distill needs init_fn(key) -> params for the random teacher")
-    _check_budget(epochs, batch_size, lr)
+    check_budget(epochs, batch_size, lr)
     if not 0.0 <= retain_fraction <= 1.0:
         raise ValueError(f"retain_fraction must be in [0, 1]; got {retain_fraction}")
     if not temperature > 0:
@@ -100,10 +113,9 @@ def make_bad_distill(apply_fn: Callable, *, init_fn: Callable | None, lr: float 
         pool = pool._replace(y=encode_forget_flag(pool.y, is_f, data.num_classes))
         return data._replace(extra={**data.extra, STREAM: pool})
 
-    def init(key: jax.Array, params, data) -> TrainState:
+    def teachers(key: jax.Array, params, data: UnlearnData) -> dict:
         del data
-        aux = {"teacher": params, "bad_teacher": init_fn(key)}
-        return TrainState(params, tx.init(params), aux, 0)
+        return {"teacher": params, "bad_teacher": init_fn(key)}
 
     def step(state: TrainState, batch: Batch, data: UnlearnData, key: jax.Array):
         del key
@@ -120,8 +132,8 @@ def make_bad_distill(apply_fn: Callable, *, init_fn: Callable | None, lr: float 
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         true = batch._replace(y=batch.y % num_classes)
-        return apply_masked_gradients(state, grads, tx), {
+        return apply_gradients(state, grads, tx), {
             "loss": loss, "acc": weighted_accuracy(logits, true)}
 
-    return Method("bad_distill", init, lambda epoch: (Phase(STREAM, step),), epochs, batch_size,
-                  None, prepare=prepare)
+    return training_method(tx, [Phase(STREAM, step)], epochs=epochs, batch_size=batch_size,
+                           aux=teachers, prepare=prepare)

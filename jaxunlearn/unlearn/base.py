@@ -1,8 +1,9 @@
 """The one interface of every unlearning method, its registry and its timed runner.
 
 A method is a :class:`Method`: pure functions built by a factory (``make_<name>(apply_fn, ...)``)
-and registered under a name. The runner :func:`run_method` owns the loop, the batching, the
-learning-rate schedule and the timing, so a method only says *what* one step does:
+and registered under a name (:func:`make_method` records the name and the hyper-parameters on
+the method). The runner :func:`run_method` owns the loop, the batching, the learning-rate
+schedule and the timing, so a method only says *what* one step does:
 
 - ``init(key, params, data) -> TrainState``: optimiser and auxiliary state (teacher, masks...).
 - ``phases(epoch) -> [Phase]``: which step runs over which stream in that epoch. Streams are the
@@ -15,6 +16,10 @@ learning-rate schedule and the timing, so a method only says *what* one step doe
 
 Every step receives the whole device-resident :class:`UnlearnData`, so a step can sample forget
 or unseen examples on device (A-AMU) without host round trips.
+
+What the factories share lives here too: :func:`training_method` (a method that starts from the
+given parameters with its optimiser's state), :func:`check_budget`, :func:`make_optimizer`, and
+the ``primary_loss`` hook with its default :func:`mean_primary_loss`.
 """
 
 from __future__ import annotations
@@ -27,30 +32,27 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxunlearn import sharding
-from jaxunlearn.train import (
-    Phase,
-    PhaseRunner,
-    Pool,
-    TrainState,
-    _epoch_order_jit,
-    compile_cached,
-    run_phases,
-)
+from jaxunlearn.losses import weighted_mean
+from jaxunlearn.timing import compile_ahead
+from jaxunlearn.train import Phase, PhaseRunner, Pool, TrainState, adam, run_phases, sgd
 
 __all__ = [
     "Method",
     "PrimaryLoss",
-    "make_optimizer",
-    "mean_primary_loss",
     "UnlearnData",
     "UnlearnOutput",
     "available_methods",
+    "check_budget",
     "make_method",
+    "make_optimizer",
     "make_unlearn_data",
+    "mean_primary_loss",
     "register",
     "run_method",
+    "training_method",
 ]
 
 Params = Any
@@ -96,9 +98,12 @@ def make_unlearn_data(retain: tuple[Any, Any], forget: tuple[Any, Any], unseen: 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """An unlearning method: pure functions plus its budget. See the module docstring."""
+    """An unlearning method: pure functions plus its budget. See the module docstring.
 
-    name: str
+    ``name`` and ``hparams`` are filled in by :func:`make_method` (the registry name and the
+    hyper-parameters it was built with); a factory leaves them out.
+    """
+
     init: Callable[[jax.Array, Params, UnlearnData], TrainState]
     phases: Callable[[int], Sequence[Phase]]
     epochs: int
@@ -108,6 +113,7 @@ class Method:
     edit: Callable[[TrainState, UnlearnData, jax.Array], TrainState] | None = None
     begin_epoch: Callable[[TrainState, int, UnlearnData, jax.Array], TrainState] | None = None
     uses_retain: bool = True  # trains on the retain stream: takes the reduced set under Blend
+    name: str = ""
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -142,26 +148,21 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
     compile_s = 0.0
     prepare = None
     if method.prepare is not None:
-        prepare, compile_s = compile_cached(("prepare", id(method.prepare)), method.prepare,
-                                            jax.jit(method.prepare), k_prep, data)
+        prepare, compile_s = compile_ahead(jax.jit(method.prepare), k_prep, data,
+                                           cache_key=("prepare", method.prepare))
     # The warm-up state and prepared data only give the compiler its argument shapes/shardings.
     prepared = prepare(k_prep, data) if prepare else data
-    compiled_init, seconds = compile_cached(("init", id(method.init)), method.init,
-                                            jax.jit(method.init), k_init, params, prepared)
+    compiled_init, seconds = compile_ahead(jax.jit(method.init), k_init, params, prepared,
+                                           cache_key=("init", method.init))
     compile_s += seconds
     state0 = compiled_init(k_init, params, prepared)
     runner = PhaseRunner()
-    t0 = time.perf_counter()
-    for epoch in range(method.epochs):
-        for phase in method.phases(epoch):
-            pool = _pool(prepared, phase.stream)
-            order = _epoch_order_jit(k_loop, pool.n, pool.y.shape[0], method.batch_size)
-            runner.runner(phase, state0, prepared, order, k_loop)
-    compile_s += time.perf_counter() - t0 - runner.compile_s  # the order function's compiles
+    runner.compile_all(state0, prepared, k_loop, epochs=method.epochs, phases=method.phases,
+                       batch_size=method.batch_size)
     edit = None
     if method.edit is not None:
-        edit, seconds = compile_cached(("edit", id(method.edit)), method.edit,
-                                       jax.jit(method.edit), state0, prepared, k_edit)
+        edit, seconds = compile_ahead(jax.jit(method.edit), state0, prepared, k_edit,
+                                      cache_key=("edit", method.edit))
         compile_s += seconds
     jax.block_until_ready(state0)
     del state0
@@ -181,15 +182,6 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
     return UnlearnOutput(out_params, unlearn_s, compile_s + runner.compile_s, history)
 
 
-def _pool(data: UnlearnData, stream: str) -> Pool:
-    if stream in ("retain", "forget", "unseen"):
-        return getattr(data, stream)
-    if stream in data.extra:
-        return data.extra[stream]
-    raise ValueError(f"method uses unknown stream {stream!r}; available: retain, forget, unseen"
-                     f"{''.join(', ' + k for k in data.extra)}")
-
-
 # ---------------------------------------------------------------------------------------------
 # The retain objective's primary term: the hook through which A-AMU wraps a base method.
 
@@ -202,20 +194,61 @@ A-AMU regulariser, sampling forget/unseen examples from ``data`` with ``key``.""
 
 def mean_primary_loss(ce_N: jax.Array, w_N: jax.Array, params: Params, data: UnlearnData,
                       key: jax.Array) -> jax.Array:
-    """The default primary loss: weighted mean cross-entropy of the retain batch."""
+    """The default primary loss: weighted mean cross-entropy of the retain batch, a scalar."""
     del params, data, key
-    return jnp.sum(ce_N * w_N) / jnp.maximum(jnp.sum(w_N), 1.0)
+    return weighted_mean(ce_N, w_N)
 
 
-def make_optimizer(name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+# ---------------------------------------------------------------------------------------------
+# What the method factories share
+
+
+def make_optimizer(name: str, lr: float, momentum: float = 0.0,
+                   weight_decay: float = 0.0) -> optax.GradientTransformation:
     """``sgd`` (coupled weight decay, momentum) or ``adam``, with an injected learning rate."""
-    from jaxunlearn.train import adam, sgd
-
     if name == "sgd":
         return sgd(lr, momentum, weight_decay)
     if name == "adam":
         return adam(lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adam'")
+
+
+def check_budget(epochs: int, batch_size: int, lr: float) -> None:
+    """Raise ``ValueError`` unless ``epochs >= 0``, ``batch_size >= 1`` and ``lr >= 0``."""
+    if epochs < 0 or batch_size < 1 or not lr >= 0:
+        raise ValueError(f"expected epochs >= 0, batch_size >= 1 and lr >= 0; got epochs={epochs}, "
+                         f"batch_size={batch_size}, lr={lr}")
+
+
+AuxInit = Callable[[jax.Array, Params, UnlearnData], Any]
+"""``aux(key, params, data) -> aux``: a method's auxiliary state at the start (teacher, mask)."""
+
+
+def training_method(tx: optax.GradientTransformation | None,
+                    phases: Sequence[Phase] | Callable[[int], Sequence[Phase]], *, epochs: int,
+                    batch_size: int, aux: AuxInit | None = None, **options: Any) -> Method:
+    """A :class:`Method` that starts from the given parameters with ``tx``'s optimiser state.
+
+    Its ``init(key, params, data)`` returns ``TrainState(params, tx.init(params), aux(key,
+    params, data), 0)``: the shape of every method that unlearns from the original model.
+
+    Args:
+      tx: the optimiser, or ``None`` for a method that never steps (its ``opt_state`` is ``()``).
+      phases: the phases run in every epoch (a sequence), or ``epoch -> phases``.
+      epochs, batch_size: the budget.
+      aux: the auxiliary state at the start (default ``()``).
+      **options: the other fields of :class:`Method` (``lr_schedule``, ``prepare``, ``edit``,
+        ``begin_epoch``, ``uses_retain``).
+    """
+
+    def init(key: jax.Array, params: Params, data: UnlearnData) -> TrainState:
+        aux_state = () if aux is None else aux(key, params, data)
+        return TrainState(params, () if tx is None else tx.init(params), aux_state, 0)
+
+    if callable(phases):
+        return Method(init, phases, epochs, batch_size, **options)
+    fixed = tuple(phases)
+    return Method(init, lambda epoch: fixed, epochs, batch_size, **options)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,20 +7,24 @@ the starting model (the previous round's model in multi-round studies), frozen i
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 
 from jaxunlearn.losses import kl_with_temperature
-from jaxunlearn.train import Phase, TrainState
-from jaxunlearn.unlearn.base import Method, PrimaryLoss, make_optimizer, register
-from jaxunlearn.unlearn.finetune import (
-    ExtraLoss,
-    _check_budget,
-    constant_with_warmup,
-    finetune_step,
+from jaxunlearn.train import Phase
+from jaxunlearn.unlearn.base import (
+    Method,
+    PrimaryLoss,
+    UnlearnData,
+    check_budget,
+    make_optimizer,
+    register,
+    training_method,
 )
+from jaxunlearn.unlearn.finetune import ExtraLoss, constant_with_warmup, finetune_step
 
-__all__ = ["distill_kl_term", "make_distill", "teacher_init"]
+__all__ = ["distill_kl_term", "make_distill", "teacher_aux"]
 
 
 def distill_kl_term(apply_fn: Callable, kl_weight: float, temperature: float) -> ExtraLoss:
@@ -40,14 +44,13 @@ def distill_kl_term(apply_fn: Callable, kl_weight: float, temperature: float) ->
     return extra
 
 
-def teacher_init(tx) -> Callable:
-    """``init`` keeping the starting parameters as the frozen teacher: ``aux = {"teacher": θ₀}``."""
+def teacher_aux(key: jax.Array, params: Any, data: UnlearnData) -> dict:
+    """The auxiliary state keeping the starting parameters as the frozen teacher.
 
-    def init(key: jax.Array, params, data) -> TrainState:
-        del key, data
-        return TrainState(params, tx.init(params), {"teacher": params}, 0)
-
-    return init
+    For :func:`~jaxunlearn.unlearn.base.training_method`'s ``aux``: ``{"teacher": θ₀}``.
+    """
+    del key, data
+    return {"teacher": params}
 
 
 @register("distill")
@@ -72,9 +75,9 @@ def make_distill(apply_fn: Callable, *, init_fn: Callable | None = None, lr: flo
       primary_loss: the hook on the CE term (default: weighted mean).
     """
     del init_fn
-    _check_budget(epochs, batch_size, lr)
+    check_budget(epochs, batch_size, lr)
     tx = make_optimizer(optimizer, lr, momentum, weight_decay)
     step = finetune_step(apply_fn, tx, primary_loss=primary_loss, ce_weight=ce_weight,
                          extra_loss=distill_kl_term(apply_fn, kl_weight, temperature))
-    return Method("distill", teacher_init(tx), lambda epoch: (Phase("retain", step),), epochs,
-                  batch_size, constant_with_warmup(lr, warmup_epochs))
+    return training_method(tx, [Phase("retain", step)], epochs=epochs, batch_size=batch_size,
+                           aux=teacher_aux, lr_schedule=constant_with_warmup(lr, warmup_epochs))

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from jaxunlearn.losses import cross_entropy
@@ -21,49 +20,27 @@ from jaxunlearn.train import (
     Batch,
     Phase,
     TrainState,
+    apply_gradients,
     cosine_with_warmup,
     weighted_accuracy,
 )
 from jaxunlearn.unlearn.base import (
     Method,
     PrimaryLoss,
+    check_budget,
     make_optimizer,
     mean_primary_loss,
     register,
+    training_method,
 )
 
-__all__ = ["ExtraLoss", "apply_masked_gradients", "constant_with_warmup", "finetune_step",
-           "make_cf"]
+__all__ = ["ExtraLoss", "constant_with_warmup", "finetune_step", "make_cf"]
 
 Params = Any
 
 ExtraLoss = Callable[[Params, jax.Array, Batch, Any], jax.Array]
 """``extra(params, logits_NxC, batch, aux) -> scalar``: a method's own term added to the loss
 (``aux`` is the state's auxiliary state, e.g. the teacher's parameters)."""
-
-
-def apply_masked_gradients(state: TrainState, grads: Params, tx: optax.GradientTransformation,
-                           mask: Params | None = None) -> TrainState:
-    """One optimiser update in which only the entries where ``mask`` is true move.
-
-    The *update* (after momentum and coupled weight decay) is masked, not the gradient, so a
-    masked-out weight keeps its value exactly: a pruned weight (0) stays 0 and a weight outside
-    SalUn's saliency mask keeps its original value.
-
-    Args:
-      state: the training state.
-      grads: gradients, a pytree like ``state.params``.
-      tx: the optimiser.
-      mask: boolean pytree like ``state.params``, or ``None`` (update everything).
-
-    Returns:
-      The updated state (step counter incremented).
-    """
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    if mask is not None:
-        updates = jax.tree.map(lambda u, m: jnp.where(m, u, jnp.zeros_like(u)), updates, mask)
-    return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                          step=state.step + 1)
 
 
 def finetune_step(apply_fn: Callable, tx: optax.GradientTransformation, *,
@@ -77,7 +54,8 @@ def finetune_step(apply_fn: Callable, tx: optax.GradientTransformation, *,
       primary_loss: the hook applied to the batch's per-example CE (default: weighted mean).
       ce_weight: the weight of the primary term (SCRUB: 0.99).
       extra_loss: the method's own term, ``extra(params, logits, batch, aux)``.
-      masked: update only where ``state.aux["mask"]`` is true (:func:`apply_masked_gradients`).
+      masked: update only where ``state.aux["mask"]`` is true (the ``mask`` of
+        :func:`jaxunlearn.train.apply_gradients`).
 
     Returns:
       ``step(state, batch, data, key) -> (state, {"loss", "acc"})``.
@@ -96,7 +74,7 @@ def finetune_step(apply_fn: Callable, tx: optax.GradientTransformation, *,
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         mask = state.aux["mask"] if masked else None
-        return apply_masked_gradients(state, grads, tx, mask), {
+        return apply_gradients(state, grads, tx, mask), {
             "loss": loss, "acc": weighted_accuracy(logits, batch)}
 
     return step
@@ -111,12 +89,6 @@ def constant_with_warmup(lr: float, warmup_epochs: int = 0) -> Callable[[int], f
         return lr
 
     return schedule
-
-
-def _check_budget(epochs: int, batch_size: int, lr: float) -> None:
-    if epochs < 0 or batch_size < 1 or not lr >= 0:
-        raise ValueError(f"expected epochs >= 0, batch_size >= 1 and lr >= 0; got epochs={epochs}, "
-                         f"batch_size={batch_size}, lr={lr}")
 
 
 @register("cf")
@@ -135,13 +107,8 @@ def make_cf(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float = 
       primary_loss: the loss on the batch's per-example CE (default: the mean); A-AMU's hook.
     """
     del init_fn
-    _check_budget(epochs, batch_size, lr)
+    check_budget(epochs, batch_size, lr)
     tx = make_optimizer(optimizer, lr, momentum, weight_decay)
     step = finetune_step(apply_fn, tx, primary_loss=primary_loss)
-
-    def init(key: jax.Array, params, data) -> TrainState:
-        del key, data
-        return TrainState(params, tx.init(params), (), 0)
-
-    return Method("cf", init, lambda epoch: (Phase("retain", step),), epochs, batch_size,
-                  cosine_with_warmup(lr, epochs, warmup_epochs))
+    return training_method(tx, [Phase("retain", step)], epochs=epochs, batch_size=batch_size,
+                           lr_schedule=cosine_with_warmup(lr, epochs, warmup_epochs))

@@ -11,40 +11,28 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 
 from jaxunlearn.losses import cross_entropy, weighted_mean
-from jaxunlearn.train import Batch, Phase, Pool, TrainState, weighted_accuracy
+from jaxunlearn.train import (
+    Batch,
+    Phase,
+    TrainState,
+    apply_gradients,
+    sample_batch,
+    weighted_accuracy,
+)
 from jaxunlearn.unlearn.base import (
     Method,
     PrimaryLoss,
     UnlearnData,
+    check_budget,
     make_optimizer,
     mean_primary_loss,
     register,
+    training_method,
 )
-from jaxunlearn.unlearn.finetune import _check_budget, apply_masked_gradients
 
-__all__ = ["make_neggrad_plus", "sample_batch"]
-
-
-def sample_batch(key: jax.Array, pool: Pool, m: int) -> Batch:
-    """``m`` distinct valid rows of ``pool`` drawn uniformly on device (fewer valid rows: w = 0).
-
-    Args:
-      key: PRNG key.
-      pool: the pool.
-      m: static batch size (capped at the pool's capacity).
-
-    Returns:
-      A :class:`~jaxunlearn.train.Batch` of ``min(m, capacity)`` rows.
-    """
-    cap = pool.y.shape[0]
-    valid = jnp.arange(cap) < pool.n
-    # valid rows score in [0, 1), padding −1: top_k picks valid rows uniformly, no duplicates
-    _, idx = jax.lax.top_k(jnp.where(valid, jax.random.uniform(key, (cap,)), -1.0), min(m, cap))
-    return Batch(pool.x[idx], pool.y[idx], valid[idx].astype(jnp.float32))
-
+__all__ = ["make_neggrad_plus"]
 
 @register("neggrad_plus")
 def make_neggrad_plus(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float = 1e-2,
@@ -63,7 +51,7 @@ def make_neggrad_plus(apply_fn: Callable, *, init_fn: Callable | None = None, lr
       primary_loss: the hook on the retain CE term (default: weighted mean).
     """
     del init_fn
-    _check_budget(epochs, batch_size, lr)
+    check_budget(epochs, batch_size, lr)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1]; got {beta}")
     tx = make_optimizer(optimizer, lr, momentum, weight_decay)
@@ -81,12 +69,7 @@ def make_neggrad_plus(apply_fn: Callable, *, init_fn: Callable | None = None, lr
 
         (loss, (logits, forget_ce)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)
-        return apply_masked_gradients(state, grads, tx), {
+        return apply_gradients(state, grads, tx), {
             "loss": loss, "forget_ce": forget_ce, "acc": weighted_accuracy(logits, batch)}
 
-    def init(key: jax.Array, params, data) -> TrainState:
-        del key, data
-        return TrainState(params, tx.init(params), (), 0)
-
-    return Method("neggrad_plus", init, lambda epoch: (Phase("retain", step),), epochs,
-                  batch_size, None)
+    return training_method(tx, [Phase("retain", step)], epochs=epochs, batch_size=batch_size)

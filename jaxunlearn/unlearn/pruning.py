@@ -9,7 +9,7 @@ the parameter tree; biases, norms and the linear head are not pruned.
 
 The masks live in ``aux["mask"]`` (a bool pytree, all true outside the conv kernels). Between
 pruning epochs the model is fine-tuned with CE on the retain stream, and every update is masked
-(:func:`~jaxunlearn.unlearn.finetune.apply_masked_gradients`), so pruned weights stay exactly 0.
+(the ``mask`` of :func:`~jaxunlearn.train.apply_gradients`), so pruned weights stay exactly 0.
 The learning rate is constant (the reference's step milestones 50, 75 are never reached).
 """
 
@@ -22,8 +22,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxunlearn.train import Phase, TrainState
-from jaxunlearn.unlearn.base import Method, PrimaryLoss, make_optimizer, register
-from jaxunlearn.unlearn.finetune import _check_budget, finetune_step
+from jaxunlearn.unlearn.base import (
+    Method,
+    PrimaryLoss,
+    check_budget,
+    make_optimizer,
+    register,
+    training_method,
+)
+from jaxunlearn.unlearn.finetune import finetune_step
 
 __all__ = ["conv_sparsity", "make_pruning", "prune_conv_weights", "pruning_schedule"]
 
@@ -113,15 +120,14 @@ def make_pruning(apply_fn: Callable, *, init_fn: Callable | None = None, lr: flo
       primary_loss: the hook on the CE term (default: weighted mean).
     """
     del init_fn
-    _check_budget(epochs, batch_size, lr)
+    check_budget(epochs, batch_size, lr)
     when, rate = pruning_schedule(epochs, prune_step, target_sparsity)
     tx = make_optimizer(optimizer, lr, momentum, weight_decay)
     step = finetune_step(apply_fn, tx, primary_loss=primary_loss, masked=True)
 
-    def init(key: jax.Array, params, data) -> TrainState:
+    def keep_all(key: jax.Array, params, data) -> dict:
         del key, data
-        mask = jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
-        return TrainState(params, tx.init(params), {"mask": mask}, 0)
+        return {"mask": jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)}
 
     @jax.jit  # compiled at the first pruning epoch (a sort of the conv weights: ~0.1 s)
     def _prune(state: TrainState) -> TrainState:
@@ -132,5 +138,5 @@ def make_pruning(apply_fn: Callable, *, init_fn: Callable | None = None, lr: flo
         del data, key
         return _prune(state) if epoch in when else state
 
-    return Method("pruning", init, lambda epoch: (Phase("retain", step),), epochs, batch_size,
-                  None, begin_epoch=begin_epoch)
+    return training_method(tx, [Phase("retain", step)], epochs=epochs, batch_size=batch_size,
+                           aux=keep_all, begin_epoch=begin_epoch)

@@ -22,10 +22,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxunlearn.train import Phase, TrainState
+from jaxunlearn.train import Phase
 from jaxunlearn.unlearn.bad_teacher import mixed_pool
-from jaxunlearn.unlearn.base import Method, UnlearnData, make_optimizer, register
-from jaxunlearn.unlearn.finetune import _check_budget, finetune_step
+from jaxunlearn.unlearn.base import (
+    Method,
+    UnlearnData,
+    check_budget,
+    make_optimizer,
+    register,
+    training_method,
+)
+from jaxunlearn.unlearn.finetune import finetune_step
 from jaxunlearn.unlearn.ssd import minibatch_gradient_moments
 
 __all__ = ["make_random_label", "make_salun", "random_wrong_labels", "saliency_mask"]
@@ -66,11 +73,11 @@ def saliency_mask(grads: Params, keep_fraction: float) -> Params:
     return treedef.unflatten(out)
 
 
-def _make_relabel(name: str, apply_fn: Callable, *, lr: float, momentum: float,
+def _make_relabel(apply_fn: Callable, *, lr: float, momentum: float,
                   weight_decay: float, epochs: int, batch_size: int, retain_fraction: float,
                   optimizer: str, keep_fraction: float | None) -> Method:
     """Random-label fine-tuning; with ``keep_fraction`` only the salient weights move (SalUn)."""
-    _check_budget(epochs, batch_size, lr)
+    check_budget(epochs, batch_size, lr)
     if not 0.0 <= retain_fraction <= 1.0:
         raise ValueError(f"retain_fraction must be in [0, 1]; got {retain_fraction}")
     if keep_fraction is not None and not 0.0 < keep_fraction <= 1.0:
@@ -85,16 +92,12 @@ def _make_relabel(name: str, apply_fn: Callable, *, lr: float, momentum: float,
         pool = pool._replace(y=jnp.where(is_f, wrong, pool.y))
         return data._replace(extra={**data.extra, STREAM: pool})
 
-    def init(key: jax.Array, params, data: UnlearnData) -> TrainState:
-        aux = ()
-        if keep_fraction is not None:
-            grad_f, _ = minibatch_gradient_moments(apply_fn, params, [data.forget], key,
-                                                   batch_size)
-            aux = {"mask": saliency_mask(grad_f, keep_fraction)}
-        return TrainState(params, tx.init(params), aux, 0)
+    def salient(key: jax.Array, params, data: UnlearnData) -> dict:
+        grad_f, _ = minibatch_gradient_moments(apply_fn, params, [data.forget], key, batch_size)
+        return {"mask": saliency_mask(grad_f, keep_fraction)}
 
-    return Method(name, init, lambda epoch: (Phase(STREAM, step),), epochs, batch_size, None,
-                  prepare=prepare)
+    return training_method(tx, [Phase(STREAM, step)], epochs=epochs, batch_size=batch_size,
+                           aux=None if keep_fraction is None else salient, prepare=prepare)
 
 
 @register("random_label")
@@ -113,7 +116,7 @@ def make_random_label(apply_fn: Callable, *, init_fn: Callable | None = None, lr
       optimizer: ``sgd`` or ``adam``.
     """
     del init_fn
-    return _make_relabel("random_label", apply_fn, lr=lr, momentum=momentum,
+    return _make_relabel(apply_fn, lr=lr, momentum=momentum,
                          weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
                          retain_fraction=retain_fraction, optimizer=optimizer, keep_fraction=None)
 
@@ -135,6 +138,6 @@ def make_salun(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float
       optimizer: ``sgd`` or ``adam``.
     """
     del init_fn
-    return _make_relabel("salun", apply_fn, lr=lr, momentum=momentum, weight_decay=weight_decay,
+    return _make_relabel(apply_fn, lr=lr, momentum=momentum, weight_decay=weight_decay,
                          epochs=epochs, batch_size=batch_size, retain_fraction=retain_fraction,
                          optimizer=optimizer, keep_fraction=keep_fraction)

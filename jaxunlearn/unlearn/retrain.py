@@ -33,5 +33,5 @@ def make_retrain(apply_fn: Callable, *, init_fn: Callable | None, lr: float = 0.
         fresh = init_fn(key)
         return TrainState(fresh, tx.init(fresh), (), 0)
 
-    return Method("retrain", init, lambda epoch: (Phase("retain", step),), epochs, batch_size,
+    return Method(init, lambda epoch: (Phase("retain", step),), epochs, batch_size,
                   cosine_with_warmup(lr, epochs, warmup_epochs))

@@ -26,10 +26,24 @@ from collections.abc import Callable
 import jax
 
 from jaxunlearn.losses import kl_with_temperature
-from jaxunlearn.train import Batch, Phase, TrainState, cosine_with_warmup, weighted_accuracy
-from jaxunlearn.unlearn.base import Method, PrimaryLoss, make_optimizer, register
-from jaxunlearn.unlearn.distill import distill_kl_term, teacher_init
-from jaxunlearn.unlearn.finetune import _check_budget, apply_masked_gradients, finetune_step
+from jaxunlearn.train import (
+    Batch,
+    Phase,
+    TrainState,
+    apply_gradients,
+    cosine_with_warmup,
+    weighted_accuracy,
+)
+from jaxunlearn.unlearn.base import (
+    Method,
+    PrimaryLoss,
+    check_budget,
+    make_optimizer,
+    register,
+    training_method,
+)
+from jaxunlearn.unlearn.distill import distill_kl_term, teacher_aux
+from jaxunlearn.unlearn.finetune import finetune_step
 
 __all__ = ["make_scrub", "scrub_forget_step"]
 
@@ -59,7 +73,7 @@ def scrub_forget_step(apply_fn: Callable, tx, *, forget_weight: float = 0.2,
             return -forget_weight * kl, (kl, logits)
 
         (_, (kl, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        return apply_masked_gradients(state, grads, tx), {
+        return apply_gradients(state, grads, tx), {
             "kl": kl, "acc": weighted_accuracy(logits, batch)}
 
     return step
@@ -85,7 +99,7 @@ def make_scrub(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float
       primary_loss: the hook on the retain pass's CE term (A-SCRUB: steepened + MMD).
     """
     del init_fn
-    _check_budget(epochs, batch_size, lr)
+    check_budget(epochs, batch_size, lr)
     if m_steps < 0:
         raise ValueError(f"m_steps must be >= 0; got {m_steps}")
     tx = make_optimizer(optimizer, lr, momentum, weight_decay)
@@ -98,5 +112,5 @@ def make_scrub(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float
     def phases(epoch: int):
         return (forget, retain) if epoch < m_steps else (retain,)
 
-    return Method("scrub", teacher_init(tx), phases, epochs, batch_size,
-                  cosine_with_warmup(lr, epochs, warmup_epochs))
+    return training_method(tx, phases, epochs=epochs, batch_size=batch_size, aux=teacher_aux,
+                           lr_schedule=cosine_with_warmup(lr, epochs, warmup_epochs))

@@ -21,9 +21,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxunlearn import sharding
+from jaxunlearn.checks import check_choice
 from jaxunlearn.train import Phase, TrainState
-from jaxunlearn.unlearn.base import Method, PrimaryLoss, make_optimizer, register
-from jaxunlearn.unlearn.finetune import _check_budget, constant_with_warmup, finetune_step
+from jaxunlearn.unlearn.base import (
+    Method,
+    PrimaryLoss,
+    check_budget,
+    make_optimizer,
+    register,
+    training_method,
+)
+from jaxunlearn.unlearn.finetune import constant_with_warmup, finetune_step
 
 __all__ = ["L1_SCHEDULES", "l1_alpha_schedule", "l1_norm", "make_l1_sparse"]
 
@@ -45,8 +53,7 @@ def l1_alpha_schedule(alpha: float, epochs: int, schedule: str = "linear_decay",
       schedule: ``linear_decay`` or ``constant``.
       no_l1_epochs: final epochs without the penalty in ``linear_decay`` (1).
     """
-    if schedule not in L1_SCHEDULES:
-        raise ValueError(f"l1_schedule must be one of {list(L1_SCHEDULES)}; got {schedule!r}")
+    check_choice(schedule, L1_SCHEDULES, "l1_schedule")
     if not alpha >= 0 or no_l1_epochs < 0:
         raise ValueError(f"expected alpha >= 0 and no_l1_epochs >= 0; got alpha={alpha}, "
                          f"no_l1_epochs={no_l1_epochs}")
@@ -80,7 +87,7 @@ def make_l1_sparse(apply_fn: Callable, *, init_fn: Callable | None = None, lr: f
       primary_loss: the hook on the CE term (A-Sparse: steepened + MMD).
     """
     del init_fn
-    _check_budget(epochs, batch_size, lr)
+    check_budget(epochs, batch_size, lr)
     alpha_of = l1_alpha_schedule(alpha, epochs, l1_schedule, no_l1_epochs)
     tx = make_optimizer(optimizer, lr, momentum, weight_decay)
 
@@ -90,15 +97,15 @@ def make_l1_sparse(apply_fn: Callable, *, init_fn: Callable | None = None, lr: f
 
     step = finetune_step(apply_fn, tx, primary_loss=primary_loss, extra_loss=extra)
 
-    def init(key: jax.Array, params, data) -> TrainState:
-        del key, data
-        return TrainState(params, tx.init(params),
-                          {"l1_alpha": jnp.asarray(alpha_of(0), jnp.float32)}, 0)
+    def first_alpha(key: jax.Array, params, data) -> dict:
+        del key, params, data
+        return {"l1_alpha": jnp.asarray(alpha_of(0), jnp.float32)}
 
     def begin_epoch(state: TrainState, epoch: int, data, key) -> TrainState:
         del data, key
         alpha_e = sharding.replicate(jnp.asarray(alpha_of(epoch), jnp.float32))
         return state._replace(aux={**state.aux, "l1_alpha": alpha_e})
 
-    return Method("l1_sparse", init, lambda epoch: (Phase("retain", step),), epochs, batch_size,
-                  constant_with_warmup(lr, warmup_epochs), begin_epoch=begin_epoch)
+    return training_method(tx, [Phase("retain", step)], epochs=epochs, batch_size=batch_size,
+                           aux=first_alpha, lr_schedule=constant_with_warmup(lr, warmup_epochs),
+                           begin_epoch=begin_epoch)

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 
 from jaxunlearn import sharding
 from jaxunlearn.losses import cross_entropy, weighted_mean
-from jaxunlearn.train import Batch, Pool, TrainState
-from jaxunlearn.unlearn.base import Method, UnlearnData, register
+from jaxunlearn.train import Batch, Pool, TrainState, epoch_order
+from jaxunlearn.unlearn.base import Method, UnlearnData, register, training_method
 
 __all__ = ["make_ssd", "minibatch_gradient_moments", "selective_dampening"]
 
@@ -61,8 +61,8 @@ def minibatch_gradient_moments(apply_fn: Callable, params: Params, pools: Sequen
     """Mean over mini-batches of the batch-mean CE gradient and of its elementwise square.
 
     The valid rows of ``pools`` (taken together) are shuffled with ``key`` and cut into batches of
-    ``batch_size`` (the last one short); for each batch g = ∇θ (weighted mean CE). Runs as one
-    ``lax.scan`` on device.
+    ``batch_size``, the last one short (:func:`jaxunlearn.train.epoch_order` over the pools laid
+    end to end); for each batch g = ∇θ (weighted mean CE). Runs as one ``lax.scan`` on device.
 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
@@ -75,15 +75,7 @@ def minibatch_gradient_moments(apply_fn: Callable, params: Params, pools: Sequen
       ``(mean_g, mean_g2)``: pytrees like ``params``: (1/K) Σ_k g_k and (1/K) Σ_k g_k² over the K
       non-empty batches (zeros when the pools are empty).
     """
-    caps = [p.y.shape[0] for p in pools]
-    total_cap = sum(caps)
-    valid = jnp.concatenate([jnp.arange(c) < p.n for c, p in zip(caps, pools, strict=True)])
-    n = jnp.sum(valid)
-    order = jnp.argsort(jnp.where(valid, jax.random.uniform(key, (total_cap,)), 2.0))
-    order = jnp.where(jnp.arange(total_cap) < n, order, -1)
-    steps = -(-total_cap // batch_size)
-    order = jnp.pad(order, (0, steps * batch_size - total_cap), constant_values=-1)
-    order = order.reshape(steps, batch_size)
+    order = epoch_order(key, jnp.concatenate([p.valid for p in pools]), batch_size)
 
     def grad_of(batch: Batch) -> Params:
         def loss_fn(p):
@@ -146,10 +138,6 @@ def make_ssd(apply_fn: Callable, *, init_fn: Callable | None = None, alpha: floa
         raise ValueError(f"expected alpha >= 0, lam >= 0, batch_size >= 1; got alpha={alpha}, "
                          f"lam={lam}, batch_size={batch_size}")
 
-    def init(key: jax.Array, params, data) -> TrainState:
-        del key, data
-        return TrainState(params, (), (), 0)
-
     def edit(state: TrainState, data: UnlearnData, key: jax.Array) -> TrainState:
         k_full, k_forget = jax.random.split(key)
         _, imp_full = minibatch_gradient_moments(apply_fn, state.params,
@@ -161,4 +149,4 @@ def make_ssd(apply_fn: Callable, *, init_fn: Callable | None = None, alpha: floa
         return state._replace(params=selective_dampening(state.params, imp_full, imp_forget,
                                                          alpha=alpha, lam=lam))
 
-    return Method("ssd", init, lambda epoch: (), 0, batch_size, edit=edit)
+    return training_method(None, (), epochs=0, batch_size=batch_size, edit=edit)

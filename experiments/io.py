@@ -1,0 +1,145 @@
+"""A study's files: the workdir, atomic writes, JSON-lines records, checkpoints, the saved config.
+
+Files are written atomically (temp file + rename; records are appended one fsync-ed line at a
+time), so nothing written is lost when a run fails or is interrupted, and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, NamedTuple
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from experiments.configs.base import Config, to_json
+
+__all__ = ["StudyPaths", "append_record", "atomic_write", "check_workdir", "load_records",
+           "log", "prepare_workdir", "restore_params", "save_config", "save_params"]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class StudyPaths(NamedTuple):
+    root: str
+    config: str
+    records: str
+    results: str
+    checkpoints: str
+
+
+def check_workdir(workdir: str) -> str:
+    """The absolute ``workdir``; ValueError if it exists and is not a directory."""
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir!r} exists and is not a directory")
+    return workdir
+
+
+def prepare_workdir(workdir: str) -> StudyPaths:
+    """Create ``workdir`` (ValueError if it is a file) and name its files."""
+    workdir = check_workdir(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    return StudyPaths(workdir, os.path.join(workdir, "config.json"),
+                      os.path.join(workdir, "records.jsonl"), os.path.join(workdir, "results.md"),
+                      os.path.join(workdir, "checkpoints"))
+
+
+def atomic_write(path: str, text: str | bytes) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    mode = "wb" if isinstance(text, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Records: one JSON line each
+
+
+def load_records(path: str) -> list[dict]:
+    """Records of ``records.jsonl``; a torn last line (interrupted write) is ignored."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def append_record(path: str, record: dict) -> None:
+    """Append ``record`` as one line (keys starting with ``_`` are not written)."""
+    public = {k: v for k, v in record.items() if not k.startswith("_")}
+    with open(path, "a") as f:
+        f.write(json.dumps(public, sort_keys=True, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json_default(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    return str(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# The configuration, saved once per workdir
+
+
+def save_config(cfg: Config, path: str) -> None:
+    """Write ``cfg`` to ``path``; refuse a workdir that holds another configuration.
+
+    A rerun may change the fields in ``cfg.GROWABLE`` (more seeds, methods, columns...); any
+    other difference would mix records of two studies, so it raises ValueError.
+    """
+    text = to_json(cfg)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)  # raw JSON: compared field by field
+        new = json.loads(text)
+        diff = sorted(k for k in set(old) | set(new)
+                      if k not in cfg.GROWABLE and old.get(k) != new.get(k))
+        if diff:
+            raise ValueError(f"workdir {os.path.dirname(path)!r} holds a study with a different "
+                             f"configuration (differs in {diff}); use another --workdir")
+    atomic_write(path, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints (orbax)
+
+
+def save_params(path: str, params: Any) -> None:
+    """Checkpoint ``params`` at ``path``, replacing a partial one left by an interrupted run."""
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(path, params)
+    checkpointer.wait_until_finished()
+
+
+def restore_params(path: str, template: Any) -> Any:
+    """The parameters checkpointed at ``path``, with the structure of ``template``."""
+    return ocp.StandardCheckpointer().restore(path, template)

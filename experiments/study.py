@@ -1,0 +1,364 @@
+"""The one loop of the unlearning studies: class-wise, uniform, multi-round, the retain-set ablation
+and the A-AMU ablation all run :func:`run_study`.
+
+For each seed: data splits → original model (checkpointed) → its forget request, one per round
+(``cfg.rounds``; round r forgets a share of what round r − 1 retained) → for each *column* (a
+retain set the methods train on) and round → every method → one evaluation record, appended to
+``records.jsonl``; ``results.md`` and the plots are rewritten after every seed.
+
+- Columns are a hook (:class:`Columns`). The default, :data:`BLEND_COLUMNS`, gives the two columns
+  of the paper's tables: the real retain set and its Blend reduction (``cfg.condensation``). The
+  ablation (``experiments/ablations.py``) passes its seven retain-set variants instead.
+- Rounds: each method continues from *its own* previous-round model (SCRUB-style teachers are
+  that model too: methods take their starting parameters as teacher), with a per-round
+  unlearning key; its latest model is checkpointed under ``checkpoints/multiround/`` so an
+  interrupted study resumes at the next round. The partition is computed once per seed (round 0)
+  and reused; later rounds record its time as ``partition_reused_s`` instead of charging it again.
+- Methods are built once per study; variants of one method (see ``configs/base.py``) share its
+  unlearning key, so their comparison is paired.
+
+Resuming: records already in ``records.jsonl`` are not recomputed, original models are restored
+from their checkpoints, and the k-means partition of a seed is reloaded from
+``partition_seed*.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from experiments import seeds
+from experiments.condensation import condense_for_study
+from experiments.configs.base import StudyConfig
+from experiments.io import (
+    StudyPaths,
+    append_record,
+    check_workdir,
+    load_records,
+    log,
+    prepare_workdir,
+    restore_params,
+    save_config,
+    save_params,
+)
+from experiments.plots import loss_histogram
+from experiments.report import write_report
+from experiments.seeds import SeedContext
+from jaxunlearn.evaluate import evaluate_unlearning
+from jaxunlearn.models import build_model, init_fn_for
+from jaxunlearn.unlearn import Method, available_methods, make_method, make_unlearn_data, run_method
+
+__all__ = ["BLEND_COLUMNS", "Column", "Columns", "RetainSet", "SeedColumns", "Study",
+           "build_methods", "evaluate", "open_study", "record_key", "run_study",
+           "validate_config", "write_results"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns: the retain sets a study compares
+
+
+class Column(NamedTuple):
+    """One retain set of a study, as its records name it."""
+
+    condensed: bool              # the record's "condensed"; picks the methods' DC hyper-parameters
+    variant: str | None = None   # the record's "variant" (the ablation's retain sets), if any
+
+
+class RetainSet(NamedTuple):
+    """What the methods of one column train on, and the stages that produced it."""
+
+    x: Any
+    y: Any
+    stages: dict | None = None   # Blend stage times and sizes, added to every record
+
+
+class SeedColumns(NamedTuple):
+    """The columns of one seed (built once per seed by :attr:`Columns.for_seed`)."""
+
+    retain_set: Callable[[Column, int, Any], RetainSet | None]  # (column, round, forget)
+    fields: Callable[[Column | None], dict]  # extra record fields; None: the original's
+    metrics: Callable[[Any], dict]           # extra metrics of a model's parameters
+
+
+class Columns(NamedTuple):
+    """How a study's columns are made: their names from the config, their sets per seed."""
+
+    of_config: Callable[[StudyConfig], list[Column]]
+    for_seed: Callable[[StudyConfig, StudyPaths, SeedContext, Any], SeedColumns]
+
+
+def _blend_seed(cfg: StudyConfig, paths: StudyPaths, ctx: SeedContext, first_forget) -> SeedColumns:
+    s = ctx.splits
+
+    def retain_set(column: Column, round_: int, forget) -> RetainSet:
+        if not column.condensed:
+            return RetainSet(s.train_x[forget.retain_idx], s.train_y[forget.retain_idx])
+        stages = condense_for_study(cfg, paths, ctx, forget)
+        return RetainSet(stages.pop("x"), stages.pop("y"), stages)
+
+    return SeedColumns(retain_set, lambda column: {}, lambda params: {})
+
+
+BLEND_COLUMNS = Columns(lambda cfg: [Column(c) for c in cfg.condensation], _blend_seed)
+"""Without and with Blend condensation (``cfg.condensation``): the paper's two columns."""
+
+
+def record_key(r: dict) -> tuple:
+    return (r["method"], bool(r["condensed"]), r.get("variant"), int(r["seed"]),
+            int(r.get("round", 0)))
+
+
+def _key(method: str, column: Column, seed: int, round_: int) -> tuple:
+    return (method, column.condensed, column.variant, seed, round_)
+
+
+# ---------------------------------------------------------------------------------------------
+# Before any long work
+
+
+def validate_config(cfg: StudyConfig) -> None:
+    """Raise ValueError on anything in ``cfg`` that would fail later, before data or training.
+
+    The methods' hyper-parameters are checked when the methods are built (:func:`open_study`,
+    right after the dataset is read)."""
+    known = available_methods()
+    unknown = [m for m in cfg.methods if cfg.method_of(m) not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; registered: {', '.join(known)} (a "
+                         "variant of one needs a method_hparams entry naming it in 'method')")
+    if not cfg.methods:
+        raise ValueError("no methods selected")
+    if not cfg.seeds:
+        raise ValueError("no seeds selected")
+    if cfg.scenario not in ("classwise", "k_classwise", "uniform"):
+        raise ValueError(
+            f"scenario must be classwise, k_classwise or uniform, got {cfg.scenario!r}")
+    if cfg.scenario == "uniform" and not 0.0 < cfg.forget_fraction < 1.0:
+        raise ValueError(f"forget_fraction must be in (0, 1), got {cfg.forget_fraction}")
+    if cfg.rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {cfg.rounds}")
+    if cfg.rounds > 1 and cfg.scenario != "uniform":
+        raise ValueError(f"multi-round forgetting is uniform (SPEC §1); got scenario "
+                         f"{cfg.scenario!r}")
+    if cfg.ipc < 1:
+        raise ValueError(f"ipc must be >= 1, got {cfg.ipc}")
+
+
+def build_methods(cfg: StudyConfig, apply_fn: Callable, init_fn: Callable,
+                  condensed: tuple = (False, True)) -> dict[tuple[str, bool], Method]:
+    """Every method of ``cfg`` with its hyper-parameters without and/or with condensation.
+
+    Raises ValueError (building a method checks its hyper-parameters)."""
+    return {(m, c): make_method(cfg.method_of(m), apply_fn, init_fn=init_fn, **cfg.hparams(m, c))
+            for m in cfg.methods for c in condensed}
+
+
+class Study(NamedTuple):
+    """An opened study: its files, data, model, methods and the records already written."""
+
+    paths: StudyPaths
+    ds: Any
+    apply_fn: Callable
+    init_fn: Callable
+    methods: dict
+    done: set
+
+
+def open_study(cfg: StudyConfig, workdir: str, columns: list[Column]) -> Study:
+    """Check ``cfg``, read the dataset, build the model and methods, check every seed's data,
+    then create the workdir and save the resolved config; nothing is trained here."""
+    validate_config(cfg)
+    check_workdir(workdir)
+    ds = seeds.load_study_dataset(cfg)
+    model = build_model(cfg.model, ds.num_classes, **cfg.model_kwargs)
+    init_fn = init_fn_for(model, ds.x_train.shape[1:])
+    methods = build_methods(cfg, model.apply, init_fn,
+                            tuple(dict.fromkeys(c.condensed for c in columns)))
+    seeds.preflight(cfg, ds)
+    paths = prepare_workdir(workdir)  # created only once the study is known to be runnable
+    save_config(cfg, paths.config)
+    done = {record_key(r) for r in load_records(paths.records)}
+    return Study(paths, ds, model.apply, init_fn, methods, done)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+def evaluate(cfg: StudyConfig, ctx: SeedContext, params: Any, forget) -> dict:
+    """Accuracies, the MIA and the forget/unseen loss histograms of ``params`` (SPEC §6)."""
+    s = ctx.splits
+    fx, fy = s.train_x[forget.forget_idx], s.train_y[forget.forget_idx]
+    out = evaluate_unlearning(
+        ctx.apply_fn, params,
+        retain=(s.train_x[forget.retain_idx], s.train_y[forget.retain_idx]),
+        forget=(fx, fy), test=(s.test_x, s.test_y), seed=ctx.seed,
+        batch_size=cfg.eval_batch_size)
+    # forget vs unseen losses for the report's histograms; "unseen" = the MIA's negatives
+    # (evaluation-test examples of the classes present in the forget set).
+    unseen = np.isin(s.test_y, np.unique(fy))
+    out["loss_hist"] = loss_histogram(ctx.apply_fn, params, (fx, fy),
+                                      (s.test_x[unseen], s.test_y[unseen]),
+                                      batch_size=cfg.eval_batch_size)
+    return out
+
+
+def _base_record(cfg: StudyConfig, ctx: SeedContext, forgets: list, round_: int) -> dict:
+    """The fields every record of round ``round_``'s forget request shares."""
+    forget = forgets[round_]
+    rec = {
+        "study": cfg.name, "dataset": cfg.dataset, "model": cfg.model, "seed": ctx.seed,
+        "scenario": cfg.scenario, "round": round_,
+        "forget_classes": [int(c) for c in forget.classes],
+        "forget_size": int(len(forget.forget_idx)), "retain_size": int(len(forget.retain_idx)),
+    }
+    if cfg.rounds > 1:
+        prev = len(forgets[round_ - 1].forget_idx) if round_ else 0
+        rec["new_forget_size"] = int(len(forget.forget_idx) - prev)
+    return rec
+
+
+def _original_record(cfg, ctx, forget, base: dict) -> dict:
+    """The original model evaluated against ``forget`` (the "before" row)."""
+    return {**base, "method": "original", "condensed": False,
+            "train_size": int(len(ctx.splits.train_y)), "unlearn_s": 0.0, "compile_s": 0.0,
+            **ctx.original_info, **evaluate(cfg, ctx, ctx.original, forget)}
+
+
+def run_one(cfg: StudyConfig, paths: StudyPaths, ctx: SeedContext, forget, name: str,
+            method: Method, column: Column, data, stages: dict | None, base: dict,
+            params=None) -> dict:
+    """Run and evaluate one method (from ``params``, default the original); return its record
+    (its unlearned parameters under the unwritten key ``_params``)."""
+    start = ctx.original if params is None else params
+    # variants of one method share its unlearning key: their comparison is paired
+    key = jax.random.fold_in(ctx.keys["unlearn"], zlib.crc32(cfg.method_of(name).encode()))
+    tag = f"{name}{' +DC' if column.condensed else ''}"
+    out = run_method(method, start, data, key, progress=f"{tag} seed {ctx.seed}")
+    train_size = int(data.retain.n) if method.uses_retain else 0
+    rec = {**base, "method": name, "condensed": column.condensed, "train_size": train_size,
+           "unlearn_s": out.unlearn_s, "compile_s": out.compile_s,
+           **evaluate(cfg, ctx, out.params, forget)}
+    rec["total_s"] = out.unlearn_s
+    if stages:
+        rec.update(stages)
+        rec["total_s"] += sum(stages.get(k, 0.0) for k in ("embed_s", "kmeans_s", "split_s",
+                                                            "blend_s"))
+    if cfg.save_params:
+        save_params(os.path.join(paths.root, "params", _params_name(rec)), out.params)
+    log(f"seed {ctx.seed} {tag}: retain {rec['retain_acc']:.1f} forget {rec['forget_acc']:.1f} "
+        f"test {rec['test_acc']:.1f} MIA {rec['mia']:.1f} time {out.unlearn_s:.2f}s "
+        f"(+{out.compile_s:.1f}s compile), trained on {train_size}")
+    rec["_params"] = out.params
+    return rec
+
+
+def _params_name(rec: dict) -> str:
+    return (f"{rec['method']}_{'dc' if rec['condensed'] else 'nodc'}_seed{rec['seed']}"
+            f"_round{rec.get('round', 0)}" + (f"_{rec['variant']}" if rec.get("variant") else ""))
+
+
+def write_results(paths: StudyPaths) -> None:
+    write_report(paths.root, load_records(paths.records))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def run_study(cfg: StudyConfig, workdir: str, columns: Columns = BLEND_COLUMNS) -> list[dict]:
+    """Run the study ``cfg`` into ``workdir`` (resuming); return all its records."""
+    cols = columns.of_config(cfg)
+    study = open_study(cfg, workdir, cols)
+    paths, done = study.paths, study.done
+    rounds = range(cfg.rounds)
+    for seed in cfg.seeds:
+        todo = [_key("original", Column(False), seed, r) for r in rounds] + [
+            _key(m, c, seed, r) for c in cols for r in rounds for m in cfg.methods]
+        if all(k in done for k in todo):
+            log(f"seed {seed}: all records present, skipping")
+            continue
+        ctx = seeds.prepare_seed(cfg, paths, study.ds, seed, study.apply_fn, study.init_fn)
+        forgets = seeds.round_forget_sets(cfg, ctx.splits, seed)
+        seed_cols = columns.for_seed(cfg, paths, ctx, forgets[0])
+        for r, forget in enumerate(forgets):  # the original model against each round's request
+            if _key("original", Column(False), seed, r) not in done:
+                base = {**_base_record(cfg, ctx, forgets, r), **seed_cols.fields(None)}
+                rec = _original_record(cfg, ctx, forget, base)
+                append_record(paths.records, {**rec, **seed_cols.metrics(ctx.original)})
+        for column in cols:
+            _run_column(cfg, study, ctx, forgets, seed_cols, column)
+        write_results(paths)
+    write_results(paths)
+    return load_records(paths.records)
+
+
+def _run_column(cfg: StudyConfig, study: Study, ctx: SeedContext, forgets: list,
+                seed_cols: SeedColumns, column: Column) -> None:
+    """Every method on one column, round after round, each continuing from its own model."""
+    paths, seed = study.paths, ctx.seed
+    latest: dict = {}  # method -> its model after the last finished round
+    for r, forget in enumerate(forgets):
+        pending = [m for m in cfg.methods if _key(m, column, seed, r) not in study.done]
+        if not pending:
+            continue
+        where = f"seed {seed}" + (f" round {r}" if cfg.rounds > 1 else "")
+        log(f"{where}{' +DC' if column.condensed else ''}"
+            f"{f' [{column.variant}]' if column.variant else ''}: forgetting "
+            f"{len(forget.forget_idx)} images (classes {list(forget.classes)}), retaining "
+            f"{len(forget.retain_idx)}")
+        retain = seed_cols.retain_set(column, r, forget)
+        if retain is None:
+            log(f"{where} [{column.variant}]: empty retain set for this column, skipped")
+            continue
+        stages = retain.stages
+        if stages is not None and r > 0:
+            # the partition is computed once, before any request: later rounds reuse it
+            stages = {**stages, "partition_reused_s": stages["embed_s"] + stages["kmeans_s"],
+                      "embed_s": 0.0, "kmeans_s": 0.0}
+        s = ctx.splits
+        data = make_unlearn_data((retain.x, retain.y),
+                                 (s.train_x[forget.forget_idx], s.train_y[forget.forget_idx]),
+                                 (s.unseen_x, s.unseen_y), s.num_classes)
+        base = {**_base_record(cfg, ctx, forgets, r), **seed_cols.fields(column)}
+        # a key per round, so rounds do not replay the same shuffles and samples
+        rctx = ctx if r == 0 else ctx._replace(
+            keys={**ctx.keys, "unlearn": jax.random.fold_in(ctx.keys["unlearn"], r)})
+        for name in pending:
+            start = None
+            if r > 0:
+                start = latest.get(name)
+                if start is None:
+                    start = _restore_round(_round_ckpt(paths, name, column, seed, r - 1),
+                                           ctx.original)
+            rec = run_one(cfg, paths, rctx, forget, name,
+                          study.methods[(name, column.condensed)], column, data, stages, base,
+                          params=start)
+            params = rec.pop("_params")
+            if r + 1 < cfg.rounds:  # written before the record: a resume finds it
+                save_params(_round_ckpt(paths, name, column, seed, r), params)
+            append_record(paths.records, {**rec, **seed_cols.metrics(params)})
+            latest[name] = params
+            old = _round_ckpt(paths, name, column, seed, r - 1)
+            if r > 0 and os.path.isdir(old):  # only the latest round is needed
+                shutil.rmtree(old)
+
+
+def _round_ckpt(paths: StudyPaths, name: str, column: Column, seed: int, round_: int) -> str:
+    tag = f"{'dc' if column.condensed else 'nodc'}" + (f"_{column.variant}" if column.variant
+                                                      else "")
+    return os.path.join(paths.checkpoints, "multiround", f"{name}_{tag}_seed{seed}_round{round_}")
+
+
+def _restore_round(path: str, template):
+    if not os.path.isdir(path):
+        raise ValueError(f"the records say this round finished but its model checkpoint {path!r} "
+                         "is missing, so the next round cannot continue from it; remove this "
+                         "method's records of this seed from records.jsonl (or use a new workdir)")
+    return restore_params(path, template)
