@@ -78,7 +78,9 @@ def get_config(name: str = "digits", scale: str | None = None) -> AblationConfig
     cfg = AblationConfig(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
     cfg.name = "ablations"
     cfg.methods = ("l1_sparse",)
-    cfg.condensation = (False, True)  # only picks the hyper-parameters per variant, see above
+    # the columns are the variants (VARIANT_COLUMNS), not this field; it stays (False, True) so
+    # the preflight checks ipc against the classes, as every variant but one needs the partition
+    cfg.condensation = (False, True)
     return cfg
 
 
