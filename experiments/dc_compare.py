@@ -43,10 +43,11 @@ Writes into ``--workdir``: ``config.json``, ``records.jsonl`` (one row per metho
 the stage times, the DM calibration and the evaluation budget), ``results.md`` (mean ± 95% CI
 over seeds) and ``blend_grid_ipc<ipc>.png`` (blended images beside their clusters' members, first
 seed). A rerun resumes: rows already in ``records.jsonl`` are not recomputed. The default run
-took 7.3 min on the shared 2-core CPU, 5.6 min of it DM (its budgets sum to 111× Blend's time).
-Expected on digits: Blend above DM at the same time at every ipc, DM at 100× about level with
-Blend, both above random real images (ipc 1: ≈87% vs ≈83% vs ≈69%); Blend's weights stay close
-to uniform (the loss hardly moves in 20 iterations), so its images are nearly cluster means.
+took 7.9 min on the 2-core CPU, most of it DM (its budgets sum to 111× Blend's time).
+Expected on digits (docs/reproduce.md): Blend above DM at the same time at ipc 10 and 50 (≈96.6%
+vs ≈94.9%, ≈98.7% vs ≈97.9%) and level with it at ipc 1 (≈85%), DM at 100× about level with
+Blend, both above random real images (ipc 1: ≈70%); Blend's weights stay close to uniform (the
+loss hardly moves in 20 iterations), so its images are nearly cluster means.
 
 Approximate or scaled down, and why:
 
