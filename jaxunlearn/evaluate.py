@@ -20,7 +20,8 @@ def evaluate_unlearning(
     test: tuple[Any, Any],
     seed: int = 0,
     batch_size: int = 512,
-) -> dict[str, float]:
+    mia_options: dict[str, Any] | None = None,
+) -> dict[str, float | None]:
     """Retain/forget/test accuracy (percent) and the paper's MIA on the forget set.
 
     Args:
@@ -31,10 +32,14 @@ def evaluate_unlearning(
       test: ``(x, y)`` of the evaluation test split (all classes; the MIA's negatives are its
         examples of the classes present in the forget set).
       seed: seed of the MIA's cross-validation and truncation.
+      mia_options: keyword arguments of :func:`~jaxunlearn.mia.mia_score` (``phi``, ``swap``,
+        ``standardize``); the reference's procedure by default.
 
     Returns:
       ``retain_acc``, ``forget_acc``, ``test_acc``, ``mia`` (the paper's score, 50 = ideal),
-      ``mia_auc`` (plain AUC), ``mia_tpr1``/``mia_tpr01`` (TPR at 1% / 0.1% FPR, percent).
+      ``mia_auc`` (plain AUC; rank methods by this one), ``mia_swap_auc`` (the reference swap's
+      second AUC, ``None`` when it did not run), ``mia_tpr1``/``mia_tpr01`` (TPR at 1% / 0.1%
+      FPR, percent).
     """
     out = {
         "retain_acc": accuracy(apply_fn, params, *retain, batch_size=batch_size),
@@ -42,6 +47,7 @@ def evaluate_unlearning(
         "test_acc": accuracy(apply_fn, params, *test, batch_size=batch_size),
     }
     m = mia_score(apply_fn, params, forget[0], forget[1], test[0], test[1], seed=seed,
-                  batch_size=batch_size)
-    out.update(mia=m.score, mia_auc=m.auc, mia_tpr1=m.tpr_at_1fpr, mia_tpr01=m.tpr_at_01fpr)
+                  batch_size=batch_size, **(mia_options or {}))
+    out.update(mia=m.score, mia_auc=m.auc, mia_swap_auc=m.swap_auc, mia_tpr1=m.tpr_at_1fpr,
+               mia_tpr01=m.tpr_at_01fpr)
     return out

@@ -42,6 +42,7 @@ from jax.scipy.special import ndtri
 from jaxunlearn.checks import check_choice
 
 __all__ = [
+    "DEFAULT_ECDF",
     "ECDF_MODES",
     "STEEPEN_MODES",
     "aamu_regulariser",
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 ECDF_MODES = ("paper", "reference", "anchored")
+# The one default of the ECDF mode, for the library functions and the registered A-* methods
+# alike: the reference code's d_ij = max(0, l_i − l_j) (SPEC §4 lists both).
+DEFAULT_ECDF = "reference"
 STEEPEN_MODES = ("batch_mean_squared", "per_example_squared")
 
 # Lower clip of each ECDF tail before the probit (see the module docstring for the derivation).
@@ -234,7 +238,7 @@ def _ecdf_tails(values_N, weights_N, k, mode, anchor, anchor_weights):
 
 
 def smoothed_ecdf(values_N: jax.Array, weights_N: jax.Array | None = None, *, k: float = 2.0,
-                  mode: str = "paper", anchor: jax.Array | None = None,
+                  mode: str = DEFAULT_ECDF, anchor: jax.Array | None = None,
                   anchor_weights: jax.Array | None = None) -> jax.Array:
     """Smoothed empirical CDF Q_i = Σ_j w_j σ(k d_ij) / Σ_j w_j (SPEC §4).
 
@@ -247,8 +251,8 @@ def smoothed_ecdf(values_N: jax.Array, weights_N: jax.Array | None = None, *, k:
       weights_N: optional weights [n] of ``values_N`` (padding = 0); they weight the reference
         sample of the self-ranked modes.
       k: sharpness of the logistic kernel (the ECDF is smoothed at scale 1/k).
-      mode: ``paper`` — d_ij = l_i − l_j; ``reference`` — d_ij = max(0, l_i − l_j) (Q ≥ ½);
-        ``anchored`` — d_ij = l_i − a_j, ranked against ``anchor``.
+      mode: ``reference`` (default, :data:`DEFAULT_ECDF`) — d_ij = max(0, l_i − l_j) (Q ≥ ½);
+        ``paper`` — d_ij = l_i − l_j; ``anchored`` — d_ij = l_i − a_j, ranked against ``anchor``.
       anchor: reference losses [m] for ``anchored`` mode (the unseen batch).
       anchor_weights: optional weights [m] of ``anchor``.
 
@@ -279,7 +283,8 @@ def probit(q: jax.Array, kappa: float = 60.0) -> jax.Array:
 
 
 def ecdf_probit_scores(losses_N: jax.Array, weights: jax.Array | None = None, *, k: float = 2.0,
-                       kappa: float = 60.0, mode: str = "paper", anchor: jax.Array | None = None,
+                       kappa: float = 60.0, mode: str = DEFAULT_ECDF,
+                       anchor: jax.Array | None = None,
                        anchor_weights: jax.Array | None = None) -> jax.Array:
     """Normal scores Z_i = clip(Φ⁻¹(Q_i), −κ, κ) of the smoothed ECDF (SPEC §4).
 
@@ -345,7 +350,7 @@ def mmd2_gaussian(a_N: jax.Array, b_M: jax.Array, weights_a: jax.Array | None = 
 def aamu_regulariser(forget_ce: jax.Array, unseen_ce: jax.Array,
                      forget_weights: jax.Array | None = None,
                      unseen_weights: jax.Array | None = None, *, k: float = 2.0,
-                     kappa: float = 60.0, mode: str = "paper") -> jax.Array:
+                     kappa: float = 60.0, mode: str = DEFAULT_ECDF) -> jax.Array:
     """The A-AMU distribution-matching term MMD²(Z_T, Z_F) (SPEC §4).
 
     ℓ = log(1 + CE) for each batch; Z_T are the ECDF-probit scores of the unseen batch T, under
@@ -359,7 +364,7 @@ def aamu_regulariser(forget_ce: jax.Array, unseen_ce: jax.Array,
       unseen_ce: per-example CE of the unseen batch [n_T].
       forget_weights, unseen_weights: optional weights (padding = 0).
       k, kappa: ECDF sharpness (paper: 2) and probit clip (paper: 60).
-      mode: ``paper`` | ``reference`` | ``anchored``.
+      mode: ``reference`` (default, :data:`DEFAULT_ECDF`) | ``paper`` | ``anchored``.
 
     Returns:
       A scalar MMD² (σ = 1); multiply by λ (paper: 34) in the objective.

@@ -1,27 +1,41 @@
-"""The paper's membership-inference score (SPEC §6).
+"""The paper's membership-inference score (SPEC §6), as the reference code computes it.
 
-Per example, the logit-scaled confidence φ = log p_y − log Σ_{j≠y} p_j. Positives (members) are
-the forget set, negatives the evaluation-test examples of the classes present in the forget set,
-both truncated to the same size by a seeded draw. A one-feature logistic regression is evaluated
-by 5-fold stratified cross-validated ``predict_proba``; the ROC-AUC of those pooled predictions,
-in percent, is the plain ``auc``.
+Per example, the logit-scaled confidence φ = log p_y − log Σ_{j≠y} p_j (:func:`logit_confidence`).
+By default φ is the reference's ``stable_phi``: each cross-entropy −log p_j is clamped to
+[0, 50] before it is exponentiated, and both the label's term and the sum of the others are
+clamped at 1e-15 before the log, so φ saturates at ±ln(1e15) ≈ ±34.54 (``phi="reference"``).
+``phi="exact"`` computes z_y − logsumexp_{j≠y} z_j from the logits, exact and unbounded.
 
-The swap rule. If ``auc ≤ 42`` the roles of members and non-members are swapped and the larger
-AUC is kept. "Swapped" here means the labels are flipped for the *same* cross-validated
-predictions, so the swapped AUC is exactly ``100 − auc`` and ``score = max(auc, 100 − auc)`` in
-that case (``score = auc`` otherwise). Refitting the classifier on flipped labels would not be a
-swap at all: logistic regression is symmetric under a label flip (the fit returns the negated
-coefficients, the predictions become ``1 − p``), so the refit AUC equals ``auc`` again. Note
-that the classifier learns the direction of the feature, so members whose confidence is *lower*
-than the non-members' are detected as well (``auc`` near 100, no swap); an ``auc`` well below 50
-arises from cross-validation itself (folds fitted on slightly different data rank the pooled
-held-out predictions inconsistently, typically when the two groups are nearly
-indistinguishable), and that is what the swap guards against. 50 means indistinguishable from
-unseen data, the ideal after unlearning.
+Members (the positives) are the forget set; non-members are the evaluation-test examples of the
+classes present in the forget set. Both are truncated to the same size ``n``. A one-feature
+logistic regression (scikit-learn defaults, C = 1, fitted on the raw φ as in the reference;
+``standardize=True`` puts a StandardScaler before it) is evaluated by 5-fold stratified
+cross-validated ``predict_proba``; the ROC-AUC of those pooled predictions, in percent, is the
+plain ``auc``. TPR at 1% and 0.1% FPR are read from that same ROC curve.
 
-TPR at 1% and 0.1% FPR are read from the ROC curve of the plain orientation (members =
-positives, the classifier's probability as the score), linearly interpolated between ROC points
-(the upper point of a vertical step at exactly that FPR), in percent.
+The swap rule, ``score`` (``swap="reference"``, the default). This is what the reference's
+``LiRA_MIA`` does, and it is odd. If ``auc ≤ 42`` it calls the attack a second time with its two
+loaders exchanged. The exchanged call reads its "forget classes" from the first loader, which is
+now the evaluation test split: every class. So the second AUC is not a relabelling of the first:
+it sets the forget set against evaluation-test images of *every* class (class-wise forgetting:
+images of the forgotten class against mostly other classes, which a model separates easily, so
+it usually lands far above 50; uniform forgetting: another near-chance AUC on another draw). The
+score is the larger of the two AUCs. A score therefore jumps at ``auc = 42`` and does not rank
+models smoothly: studies that rank methods by membership (forgetting curves, U-LiRA) use the
+plain ``auc``. ``swap="flip"`` is this library's earlier rule, a label flip of the same
+cross-validated predictions (``score = max(auc, 100 − auc)`` when ``auc ≤ 42``); ``swap="none"``
+returns ``score = auc``.
+
+One deliberate difference: the reference truncates each group to its *first* ``n`` rows (loader
+order); here both groups (and, for the swap, the test split) are truncated by a seeded draw
+without replacement, so that the score does not depend on the order of the data.
+
+Why an AUC below 50 happens at all: the classifier learns the direction of the feature, so
+members whose confidence is lower than the non-members' are detected as well (``auc`` near
+100); an ``auc`` well below 50 arises from cross-validation itself (folds fitted on slightly
+different data rank the pooled held-out predictions inconsistently, typically when the two
+groups are nearly indistinguishable). 50 means indistinguishable from unseen data, the ideal
+after unlearning.
 """
 
 from __future__ import annotations
@@ -35,35 +49,48 @@ import numpy as np
 
 from jaxunlearn.metrics import predict_logits
 
-__all__ = ["MIAOutput", "logit_confidence", "mia_from_scores", "mia_nonmember_index", "mia_score"]
+__all__ = ["MIAOutput", "PHI_MODES", "SWAP_RULES", "logit_confidence", "mia_from_scores",
+           "mia_nonmember_index", "mia_score"]
 
 _N_FOLDS = 5
+PHI_MODES = ("reference", "exact")
+SWAP_RULES = ("reference", "flip", "none")
+_CE_MAX = 50.0       # the reference's clamp of each cross-entropy
+_LOG_FLOOR = float(np.log(1e-15))  # the reference's clamp inside both logs
 
 
 class MIAOutput(NamedTuple):
     """Result of the MIA; AUC-like values and TPRs in percent."""
 
-    score: float  # the paper's score: auc, or 100 − auc when auc ≤ the swap threshold
-    auc: float  # plain ROC-AUC × 100 of the cross-validated predictions
+    score: float  # the paper's score (see the module docstring's swap rule)
+    auc: float  # plain ROC-AUC × 100 of the cross-validated predictions (members positive)
     tpr_at_1fpr: float  # TPR (%) at 1% FPR, plain orientation
     tpr_at_01fpr: float  # TPR (%) at 0.1% FPR, plain orientation
     n: int  # examples per group after truncation (members = non-members = n)
+    swap_auc: float | None = None  # the reference swap's second AUC, when it ran
 
 
-def logit_confidence(logits_NxC: Any, labels_N: Any) -> jax.Array:
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
+
+
+def logit_confidence(logits_NxC: Any, labels_N: Any, *, phi: str = "reference") -> jax.Array:
     """Logit-scaled confidence φ = log p_y − log Σ_{j≠y} p_j per example (SPEC §6).
-
-    The softmax normaliser cancels, so φ = z_y − logsumexp_{j≠y} z_j: computed from the logits
-    with the label's entry masked out of the logsumexp, finite and exact for logits of any
-    magnitude (no probability is formed, so nothing under- or overflows).
 
     Args:
       logits_NxC: logits [n, C], C ≥ 2.
       labels_N: integer labels [n].
+      phi: ``"reference"`` (default): the reference's ``stable_phi``: the cross-entropies
+        ``−log p_j`` are clamped to [0, 50], exponentiated, and the label's term and the sum of
+        the others clamped at 1e-15 before the log, so φ ∈ [−34.54, 34.54]. ``"exact"``:
+        z_y − logsumexp_{j≠y} z_j from the logits, finite and exact for logits of any magnitude
+        (the softmax normaliser cancels; no probability is formed).
 
     Returns:
       φ [n].
     """
+    _choice("phi", phi, PHI_MODES)
     z = jnp.asarray(logits_NxC)
     z = z.astype(jnp.promote_types(z.dtype, jnp.float32))
     labels = jnp.asarray(labels_N)
@@ -71,9 +98,15 @@ def logit_confidence(logits_NxC: Any, labels_N: Any) -> jax.Array:
         raise ValueError("logit_confidence expects logits [n, C] with C >= 2 and labels [n]; got "
                          f"shapes {z.shape} and {labels.shape}")
     is_label = labels[:, None] == jnp.arange(z.shape[1])[None, :]
-    z_y = jnp.sum(jnp.where(is_label, z, 0.0), axis=1)
-    others = jax.nn.logsumexp(jnp.where(is_label, -jnp.inf, z), axis=1)
-    return z_y - others
+    if phi == "exact":
+        z_y = jnp.sum(jnp.where(is_label, z, 0.0), axis=1)
+        others = jax.nn.logsumexp(jnp.where(is_label, -jnp.inf, z), axis=1)
+        return z_y - others
+    ce = jnp.clip(-jax.nn.log_softmax(z, axis=1), 0.0, _CE_MAX)
+    p = jnp.exp(-ce)
+    positive = jnp.log(jnp.maximum(jnp.sum(jnp.where(is_label, p, 0.0), axis=1), 1e-15))
+    negative = jnp.log(jnp.maximum(jnp.sum(jnp.where(is_label, 0.0, p), axis=1), 1e-15))
+    return positive - negative
 
 
 def _scores_1d(scores: Any, name: str) -> np.ndarray:
@@ -98,48 +131,73 @@ def _tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     return float(tpr[i] + frac * (tpr[i + 1] - tpr[i]))
 
 
-def mia_from_scores(member_scores: Any, nonmember_scores: Any, *, seed: int = 0,
-                    swap_threshold: float = 42.0) -> MIAOutput:
-    """The paper's MIA from per-example scores of members and non-members (SPEC §6).
-
-    Args:
-      member_scores: scores [n_m] of members (the forget set; the positives).
-      nonmember_scores: scores [n_u] of non-members (the negatives).
-      seed: seeds the truncation draw and the fold shuffle; same seed, same numbers.
-      swap_threshold: if the plain AUC is ≤ this (paper: 42), ``score = 100 − auc`` (see the
-        module docstring for what the swap means).
-
-    Returns:
-      :class:`MIAOutput`. Both groups are truncated to ``n = min(n_m, n_u)`` examples drawn
-      without replacement by a seeded generator (not the first rows). The feature is
-      standardised inside each fold before the logistic regression (scikit-learn defaults,
-      C = 1): with one feature this only keeps the solver well conditioned for large scores.
-
-    Raises:
-      ValueError: fewer than 5 examples in a group, a non-1-D or non-finite score array.
-    """
+def _cv_attack(members: np.ndarray, nonmembers: np.ndarray, rng: np.random.Generator,
+               cv_seed: int, standardize: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Seeded truncation to equal sizes, 5-fold CV ``predict_proba``: (labels, p(member), n)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score, roc_curve
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    members = _scores_1d(member_scores, "member_scores")
-    nonmembers = _scores_1d(nonmember_scores, "nonmember_scores")
-    rng = np.random.default_rng(seed)
     n = min(members.shape[0], nonmembers.shape[0])
     members = members[rng.choice(members.shape[0], n, replace=False)]
     nonmembers = nonmembers[rng.choice(nonmembers.shape[0], n, replace=False)]
     x = np.concatenate([members, nonmembers])[:, None]
     y = np.concatenate([np.ones(n, np.int64), np.zeros(n, np.int64)])
-    clf = make_pipeline(StandardScaler(), LogisticRegression())
-    cv = StratifiedKFold(n_splits=_N_FOLDS, shuffle=True, random_state=seed)
-    p = cross_val_predict(clf, x, y, cv=cv, method="predict_proba")[:, 1]
+    clf = (make_pipeline(StandardScaler(), LogisticRegression()) if standardize
+           else LogisticRegression())
+    cv = StratifiedKFold(n_splits=_N_FOLDS, shuffle=True, random_state=cv_seed)
+    return y, cross_val_predict(clf, x, y, cv=cv, method="predict_proba")[:, 1], n
+
+
+def mia_from_scores(member_scores: Any, nonmember_scores: Any, test_scores: Any = None, *,
+                    seed: int = 0, swap_threshold: float = 42.0, swap: str = "reference",
+                    standardize: bool = False) -> MIAOutput:
+    """The paper's MIA from per-example scores (SPEC §6; the module docstring has the details).
+
+    Args:
+      member_scores: scores [n_m] of members (the forget set; the positives).
+      nonmember_scores: scores [n_u] of non-members (evaluation-test examples of the forget
+        classes; the negatives).
+      test_scores: scores [n_t] of the evaluation test split, *every* class; the reference's
+        swap compares the members against them. Required with ``swap="reference"``.
+      seed: seeds the truncation draws and the fold shuffles; same seed, same numbers.
+      swap_threshold: the swap runs when the plain AUC is ≤ this (the reference: 42).
+      swap: ``"reference"`` (default; score = max(auc, AUC of members against the test split of
+        every class)), ``"flip"`` (score = max(auc, 100 − auc)) or ``"none"`` (score = auc).
+      standardize: a StandardScaler before the logistic regression (the reference has none).
+
+    Returns:
+      :class:`MIAOutput`. ``n = min(n_m, n_u)``; ``swap_auc`` is the swap's AUC when it ran.
+
+    Raises:
+      ValueError: fewer than 5 examples in a group, a non-1-D or non-finite score array, an
+        unknown ``swap``, or ``swap="reference"`` without ``test_scores``.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    _choice("swap", swap, SWAP_RULES)
+    members = _scores_1d(member_scores, "member_scores")
+    nonmembers = _scores_1d(nonmember_scores, "nonmember_scores")
+    if swap == "reference":
+        if test_scores is None:
+            raise ValueError('swap="reference" needs test_scores, the scores of the evaluation '
+                             'test split of every class; pass them, or swap="flip"/"none"')
+        test_all = _scores_1d(test_scores, "test_scores")
+    y, p, n = _cv_attack(members, nonmembers, np.random.default_rng(seed), seed, standardize)
     auc = float(roc_auc_score(y, p) * 100.0)
-    score = max(auc, 100.0 - auc) if auc <= swap_threshold else auc
     fpr, tpr, _ = roc_curve(y, p)
+    score, swap_auc = auc, None
+    if auc <= swap_threshold and swap == "flip":
+        score = max(auc, 100.0 - auc)
+    elif auc <= swap_threshold and swap == "reference":
+        y2, p2, _ = _cv_attack(members, test_all, np.random.default_rng((seed, 1)), seed,
+                               standardize)
+        swap_auc = float(roc_auc_score(y2, p2) * 100.0)
+        score = max(auc, swap_auc)
     return MIAOutput(score=score, auc=auc, tpr_at_1fpr=100.0 * _tpr_at_fpr(fpr, tpr, 0.01),
-                     tpr_at_01fpr=100.0 * _tpr_at_fpr(fpr, tpr, 0.001), n=int(n))
+                     tpr_at_01fpr=100.0 * _tpr_at_fpr(fpr, tpr, 0.001), n=int(n),
+                     swap_auc=swap_auc)
 
 
 def mia_nonmember_index(forget_y: Any, test_y: Any) -> np.ndarray:
@@ -166,7 +224,8 @@ def mia_nonmember_index(forget_y: Any, test_y: Any) -> np.ndarray:
 
 
 def mia_score(apply_fn: Callable, params: Any, forget_x: Any, forget_y: Any, test_x: Any,
-              test_y: Any, *, seed: int = 0, batch_size: int = 512) -> MIAOutput:
+              test_y: Any, *, seed: int = 0, batch_size: int = 512, phi: str = "reference",
+              swap: str = "reference", standardize: bool = False) -> MIAOutput:
     """The paper's MIA of a model on its forget set (SPEC §6).
 
     Args:
@@ -174,9 +233,11 @@ def mia_score(apply_fn: Callable, params: Any, forget_x: Any, forget_y: Any, tes
       params: the model to attack.
       forget_x, forget_y: the forget set [n_f, ...], [n_f] (members).
       test_x, test_y: the evaluation test split (all classes); its examples of the classes
-        present in ``forget_y`` are the non-members.
-      seed: seed of the truncation and the cross-validation.
+        present in ``forget_y`` are the non-members, and all of it is the reference swap's
+        second group.
+      seed: seed of the truncations and the cross-validation.
       batch_size: evaluation chunk size.
+      phi, swap, standardize: see :func:`logit_confidence` and :func:`mia_from_scores`.
 
     Returns:
       :class:`MIAOutput` (50 = indistinguishable from unseen data).
@@ -185,17 +246,17 @@ def mia_score(apply_fn: Callable, params: Any, forget_x: Any, forget_y: Any, tes
       ValueError: mismatched shapes, or fewer than 5 members or matching non-members (checked
         before any model evaluation).
     """
+    _choice("phi", phi, PHI_MODES)
+    _choice("swap", swap, SWAP_RULES)
     forget_y, test_y = np.asarray(forget_y), np.asarray(test_y)
     if np.shape(forget_x)[:1] != forget_y.shape or np.shape(test_x)[:1] != test_y.shape:
         raise ValueError("forget/test inputs and labels must have the same number of examples; "
                          f"got {np.shape(forget_x)}/{forget_y.shape} and "
                          f"{np.shape(test_x)}/{test_y.shape}")
     keep = mia_nonmember_index(forget_y, test_y)
-    if isinstance(test_x, jax.Array):
-        keep_x = test_x[jnp.asarray(keep)]
-    else:
-        keep_x = np.asarray(test_x)[keep]
-    member = logit_confidence(predict_logits(apply_fn, params, forget_x, batch_size), forget_y)
-    nonmember = logit_confidence(predict_logits(apply_fn, params, keep_x, batch_size),
-                                 test_y[keep])
-    return mia_from_scores(np.asarray(member), np.asarray(nonmember), seed=seed)
+    member = logit_confidence(predict_logits(apply_fn, params, forget_x, batch_size), forget_y,
+                              phi=phi)
+    test_phi = np.asarray(logit_confidence(predict_logits(apply_fn, params, test_x, batch_size),
+                                           test_y, phi=phi))
+    return mia_from_scores(np.asarray(member), test_phi[keep], test_phi, seed=seed, swap=swap,
+                           standardize=standardize)

@@ -166,22 +166,22 @@ def test_paper_mode_at_large_k_gives_the_normal_scores_of_any_batch(dist):
     # a second batch from a different distribution: identical Z multiset -> MMD² ≈ 0 at large k
     other = rng.uniform(-1.0, 1.0, size=n)
     k2 = 40.0 / min(gap, np.min(np.diff(np.sort(other))))
-    z_other = _scores(jnp.asarray(other, jnp.float32), k=k2)
-    z_x = _scores(jnp.asarray(x, jnp.float32), k=k2)
+    z_other = _scores(jnp.asarray(other, jnp.float32), k=k2, mode="paper")
+    z_x = _scores(jnp.asarray(x, jnp.float32), k=k2, mode="paper")
     assert float(_mmd2(z_x, z_other)) < 1e-6
     # at the paper's k = 2 the scores do depend on the spread (unless it is tiny anyway)
     if dist in ("lognormal_heavy", "shifted_scaled"):
-        z2 = _scores(jnp.asarray(x, jnp.float32), k=2.0)
-        assert float(_mmd2(z2, _scores(jnp.asarray(other, jnp.float32)))) > 1e-3
+        z2 = _scores(jnp.asarray(x, jnp.float32), k=2.0, mode="paper")
+        assert float(_mmd2(z2, _scores(jnp.asarray(other, jnp.float32), mode="paper"))) > 1e-3
 
 
 def test_large_k_limit_with_ties_and_weights():
     x = jnp.array([0.0, 1.0, 1.0, 2.0, 5.0])
-    q = _ecdf(x, k=1e4)
+    q = _ecdf(x, k=1e4, mode="paper")
     np.testing.assert_allclose(np.asarray(q), (stats.rankdata(x) - 0.5) / 5, atol=1e-6)
     # weighted: Q_i = (Σ_{ℓ_j<ℓ_i} w_j + ½ Σ_{ℓ_j=ℓ_i} w_j) / Σ w
     w = jnp.array([1.0, 2.0, 0.5, 1.0, 0.5])
-    qw = np.asarray(_ecdf(x, w, k=1e4))
+    qw = np.asarray(_ecdf(x, w, k=1e4, mode="paper"))
     np.testing.assert_allclose(qw, [0.5 / 5, 2.25 / 5, 2.25 / 5, 4.0 / 5, 4.75 / 5], atol=1e-6)
 
 
@@ -226,8 +226,8 @@ def test_anchored_mode_separates_low_forget_losses_from_matched_ones():
 def test_scores_are_symmetric_and_keep_gradient_in_far_tails():
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.normal(size=20), jnp.float32)
-    np.testing.assert_allclose(np.asarray(_scores(-x)),
-                               -np.asarray(_scores(x)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(_scores(-x, mode="paper")),
+                               -np.asarray(_scores(x, mode="paper")), atol=1e-6)
     anchor = jnp.full((4,), 10.0)
     # far below (Q = σ(−20) ≈ 2e-9) and far above (1 − Q ≈ 2e-9): mirror images, both accurate
     lo = _scores(jnp.zeros(1), mode="anchored", anchor=anchor)
@@ -394,3 +394,23 @@ def test_jit_and_eager_agree_for_the_kernels():
     jitted = jax.jit(kernels)(f_ce, u_ce, s, t, w)
     eager = kernels(f_ce, u_ce, s, t, w)
     chex.assert_trees_all_close(jitted, eager, rtol=1e-4, atol=1e-6)
+
+
+def test_one_ecdf_default_for_the_library_functions_and_the_methods():
+    """A caller of the loss functions gets the same regulariser as the registered A-* methods."""
+    import inspect
+
+    from jaxunlearn.losses import DEFAULT_ECDF
+    from jaxunlearn.unlearn import aamu
+    from jaxunlearn.unlearn.base import _REGISTRY
+
+    assert DEFAULT_ECDF == "reference"
+    for fn in (smoothed_ecdf, ecdf_probit_scores, aamu_regulariser):
+        assert inspect.signature(fn).parameters["mode"].default == DEFAULT_ECDF, fn.__name__
+    factories = [_REGISTRY[name] for name in ("a_cf", "a_scrub", "a_sparse")]
+    for fn in (aamu.aamu_primary_loss, *factories):
+        assert inspect.signature(fn).parameters["ecdf"].default == DEFAULT_ECDF, fn
+    ce_f = jnp.linspace(0.1, 3.0, 16)
+    ce_t = jnp.linspace(0.5, 2.0, 16)
+    assert float(aamu_regulariser(ce_f, ce_t)) == float(
+        aamu_regulariser(ce_f, ce_t, mode="reference"))
