@@ -69,21 +69,57 @@ def atomic_write(path: str, text: str | bytes) -> None:
 # Records: one JSON line each
 
 
-def load_records(path: str) -> list[dict]:
-    """Records of ``records.jsonl``; a torn last line (interrupted write) is ignored."""
+def load_records(path: str, required: tuple[str, ...] = ()) -> list[dict]:
+    """Records of ``records.jsonl``, each a JSON object with the ``required`` keys.
+
+    A torn last line, as a kill during :func:`append_record` leaves it (no final newline, not
+    valid JSON), is cut off the file atomically and logged, so the next record starts on a line
+    of its own and the torn one is recomputed. Any other bad line stops the run with a
+    ``ValueError`` naming the file and the line, and nothing is written: a record that is not
+    JSON, not an object, or lacks a ``required`` key (a record of another study, or edited by
+    hand) is never skipped silently.
+    """
     if not os.path.exists(path):
         return []
+    with open(path, "rb") as f:
+        raw = f.read()
+    lines = raw.split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with a newline
     out = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            out.append(_parse_record(path, i, line, required))
+    if torn.strip():
+        try:
+            out.append(_parse_record(path, len(lines) + 1, torn, required))
+        except _NotJSON:
+            atomic_write(path, raw[:len(raw) - len(torn)])
+            log(f"{path}: cut a torn last line ({len(torn)} bytes, an interrupted write) off "
+                "the records; that record will be recomputed")
+        else:
+            atomic_write(path, raw + b"\n")  # complete but unterminated: terminate it
     return out
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _parse_record(path: str, lineno: int, line: bytes, required: tuple[str, ...]) -> dict:
+    repair = (f"repair or delete line {lineno} of {path} (a deleted record is recomputed by "
+              "the next run), or run into another --workdir")
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _NotJSON(f"{path}, line {lineno}: not a JSON record ({e}); {repair}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}, line {lineno}: a record is a JSON object, got "
+                         f"{type(record).__name__}; {repair}")
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise ValueError(f"{path}, line {lineno}: the record lacks {', '.join(map(repr, missing))}"
+                         f" (a record of another study, or incomplete); {repair}")
+    return record
 
 
 def append_record(path: str, record: dict) -> None:

@@ -109,6 +109,9 @@ BLEND_COLUMNS = Columns(lambda cfg: [Column(c) for c in cfg.condensation], _blen
 """Without and with Blend condensation (``cfg.condensation``): the paper's two columns."""
 
 
+RECORD_KEYS = ("method", "condensed", "seed")  # what every study record has (+ variant, round)
+
+
 def record_key(r: dict) -> tuple:
     return (r["method"], bool(r["condensed"]), r.get("variant"), int(r["seed"]),
             int(r.get("round", 0)))
@@ -183,7 +186,7 @@ def open_study(cfg: StudyConfig, workdir: str, columns: list[Column]) -> Study:
     seeds.preflight(cfg, ds)
     paths = prepare_workdir(workdir)  # created only once the study is known to be runnable
     save_config(cfg, paths.config)
-    done = {record_key(r) for r in load_records(paths.records)}
+    done = {record_key(r) for r in load_records(paths.records, RECORD_KEYS)}
     return Study(paths, ds, model.apply, init_fn, methods, done)
 
 

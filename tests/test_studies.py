@@ -212,10 +212,14 @@ def test_an_interrupted_study_keeps_its_records_and_resumes(class_run, tmp_path,
         class_forget.run(cfg, workdir)
     kept = io.load_records(os.path.join(workdir, "records.jsonl"))
     assert [r["method"] for r in kept] == ["original", "cf"]
+    with open(os.path.join(workdir, "records.jsonl"), "a") as f:
+        f.write('{"method": "a_cf", "condensed": fal')  # killed while writing a record
     monkeypatch.setattr(study, "run_one", real)
     done = class_forget.run(cfg, workdir)
     assert [r["method"] for r in done] == ["original", "cf", "a_cf"]
     assert done[1] == kept[1]  # the record written before the crash is untouched
+    with open(os.path.join(workdir, "records.jsonl")) as f:
+        assert [json.loads(line)["method"] for line in f] == ["original", "cf", "a_cf"]
 
 
 @pytest.mark.parametrize("overrides, match", [
