@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any
 
+import jax
 import numpy as np
 
 from experiments.io import atomic_write
@@ -19,7 +20,7 @@ from jaxunlearn.condense import condense
 from jaxunlearn.models import build_model, init_fn_for
 from jaxunlearn.partition import PartitionOutput, partition_by_class
 
-__all__ = ["condense_for_study", "convnet", "partition_for_seed"]
+__all__ = ["condense_for_study", "convnet", "kmeans_options", "partition_for_seed", "recluster"]
 
 _TIMING_KEYS = ("embed_s", "kmeans_s", "embed_compile_s", "kmeans_compile_s")
 
@@ -29,6 +30,11 @@ def convnet(net: Any, image_shape: tuple, num_classes: int):
     :class:`~experiments.configs.base.NetSettings` (depth None: 3 at 32×32, 2 below)."""
     depth = net.depth or (3 if image_shape[0] >= 32 else 2)
     return build_model("convnet", num_classes, depth=depth, width=net.width)
+
+
+def kmeans_options(cfg: Any) -> dict:
+    """The k-means keyword arguments of ``cfg`` for :func:`partition_by_class`."""
+    return {}
 
 
 def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:
@@ -53,6 +59,50 @@ def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:
     np.savez(buf, timings=json.dumps(part.timings), **arrays)
     atomic_write(path, buf.getvalue())
     return part
+
+
+def recluster(cfg: Any, ctx: Any, idx: np.ndarray, salt: int) -> tuple[np.ndarray, np.ndarray,
+                                                                        dict[str, float]]:
+    """Partition the training images ``idx`` afresh, as the reference's ablations do.
+
+    The reference's ``ablative_v1/v3/v5.py`` re-cluster the subset they condense
+    (``create_sub_classes`` with k = the study's ipc and a fresh random ConvNet) before Blend.
+    Here: a fresh ψ (the seed's partition keys folded with ``salt``) and per-class k-means with
+    k = min(ipc, n_c): a class of the subset with at most ``ipc`` images (digits' small classes)
+    keeps each image as its own cluster, since k-means cannot make more clusters than points.
+
+    Returns:
+      ``(cluster_ids, clusters, timings)``: ``[n_train]`` int32 ids (``c * ipc + j``; −1 outside
+      ``idx``), the ``[S]`` non-empty cluster ids, ``{"embed_s", "kmeans_s"}`` (0 when every
+      class was small).
+    """
+    s, ipc = ctx.splits, cfg.ipc
+    idx = np.asarray(idx)
+    y = s.train_y[idx]
+    counts = np.bincount(y, minlength=s.num_classes)
+    ids = np.full(len(s.train_y), -1, np.int32)
+    small = np.isin(y, np.flatnonzero(counts <= ipc))
+    if small.any():  # one cluster per image: its rank within its class
+        rows, labels = idx[small], y[small]
+        order = np.argsort(labels, kind="stable")
+        first = np.searchsorted(labels[order], labels[order])
+        ids[rows[order]] = labels[order] * ipc + (np.arange(len(order)) - first)
+    timings = {"embed_s": 0.0, "kmeans_s": 0.0}
+    big = np.flatnonzero(counts > ipc)
+    if big.size:
+        rows = idx[~small]
+        local = np.full(s.num_classes, -1, np.int32)
+        local[big] = np.arange(big.size)
+        net = convnet(cfg.condense_net, s.train_x.shape[1:], s.num_classes)
+        psi_key, kmeans_key = (jax.random.fold_in(k, salt) for k in partition_keys(ctx.keys))
+        psi = init_fn_for(net, s.train_x.shape[1:])(psi_key)
+        part = partition_by_class(net.apply, psi, s.train_x[rows], local[s.train_y[rows]],
+                                  num_classes=int(big.size), ipc=ipc, key=kmeans_key,
+                                  **kmeans_options(cfg))
+        cid = np.asarray(part.cluster_ids)
+        ids[rows] = big[cid // ipc] * ipc + cid % ipc
+        timings = {k: part.timings[k] for k in timings}
+    return ids, np.unique(ids[ids >= 0]).astype(np.int32), timings
 
 
 def condense_for_study(cfg: Any, paths: Any, ctx: Any, forget: Any) -> dict:

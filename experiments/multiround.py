@@ -10,7 +10,14 @@ methods take their starting parameters as teacher). With condensation the k-mean
 a seed is computed once (round 0, cached on disk) and reused; the free/residual split and Blend
 are redone each round against the cumulative forget set. Each round's record carries ``round``;
 its ``total_s`` is that round's unlearning plus its condensation (split + Blend), and round 0's
-also includes the partition (embedding + k-means). Evaluation uses the cumulative forget set.
+also includes the partition (embedding + k-means).
+
+Which forget set a round acts on (``--set round_target=...``): ``new`` (default, as the
+reference's ``multiround_cond_unlearn.py``): the images this round adds. A-AMU samples its forget
+batches from them, SCRUB's forget passes run on them, and the MIA and the forget accuracy are of
+them. ``cumulative``: every image forgotten so far. Either way the retain set is the cumulative
+complement (what the model may keep), and condensation splits against the cumulative forget
+set. Records carry ``round_target``, ``forget_size`` (cumulative) and ``new_forget_size``.
 
 Resuming: finished rounds are not recomputed; each method's latest model is checkpointed under
 ``checkpoints/multiround/`` so the next round continues from it after an interruption. The rounds

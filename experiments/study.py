@@ -66,8 +66,14 @@ __all__ = ["BLEND_COLUMNS", "Column", "Columns", "RetainSet", "SeedColumns", "St
 class Column(NamedTuple):
     """One retain set of a study, as its records name it."""
 
-    condensed: bool              # the record's "condensed"; picks the methods' DC hyper-parameters
+    condensed: bool              # the record's "condensed": trained on blended images
     variant: str | None = None   # the record's "variant" (the ablation's retain sets), if any
+    dc_hparams: bool | None = None  # the methods' DC hyper-parameters? None: as ``condensed``
+
+    @property
+    def hparams_dc(self) -> bool:
+        """Whether the methods of this column take their with-condensation hyper-parameters."""
+        return self.condensed if self.dc_hparams is None else self.dc_hparams
 
 
 class RetainSet(NamedTuple):
@@ -151,6 +157,8 @@ def validate_config(cfg: StudyConfig) -> None:
                          f"{cfg.scenario!r}")
     if cfg.ipc < 1:
         raise ValueError(f"ipc must be >= 1, got {cfg.ipc}")
+    if cfg.round_target not in ROUND_TARGETS:
+        raise ValueError(f"round_target must be one of {ROUND_TARGETS}, got {cfg.round_target!r}")
 
 
 def build_methods(cfg: StudyConfig, apply_fn: Callable, init_fn: Callable,
@@ -182,7 +190,7 @@ def open_study(cfg: StudyConfig, workdir: str, columns: list[Column]) -> Study:
     model = build_model(cfg.model, ds.num_classes, **cfg.model_kwargs)
     init_fn = init_fn_for(model, ds.x_train.shape[1:])
     methods = build_methods(cfg, model.apply, init_fn,
-                            tuple(dict.fromkeys(c.condensed for c in columns)))
+                            tuple(dict.fromkeys(c.hparams_dc for c in columns)))
     seeds.preflight(cfg, ds)
     paths = prepare_workdir(workdir)  # created only once the study is known to be runnable
     save_config(cfg, paths.config)
@@ -224,7 +232,27 @@ def _base_record(cfg: StudyConfig, ctx: SeedContext, forgets: list, round_: int)
     if cfg.rounds > 1:
         prev = len(forgets[round_ - 1].forget_idx) if round_ else 0
         rec["new_forget_size"] = int(len(forget.forget_idx) - prev)
+        rec["round_target"] = cfg.round_target  # which forget set the metrics are of
     return rec
+
+
+ROUND_TARGETS = ("new", "cumulative")
+
+
+def round_target(cfg: StudyConfig, forgets: list, round_: int):
+    """The forget set that round ``round_``'s methods act on and are evaluated against.
+
+    ``cfg.round_target == "new"`` (the reference's ``multiround_cond_unlearn.py``): the images
+    this round adds: A-AMU's forget samples, SCRUB's forget passes, the MIA and the forget
+    accuracy use them. ``"cumulative"``: every image forgotten so far. Either way the retain set
+    (``retain_idx``) is the cumulative complement, and condensation splits against the
+    cumulative forget set.
+    """
+    forget = forgets[round_]
+    if round_ == 0 or cfg.round_target == "cumulative":
+        return forget
+    new = np.setdiff1d(forget.forget_idx, forgets[round_ - 1].forget_idx).astype(np.int32)
+    return forget._replace(forget_idx=new)
 
 
 def _original_record(cfg, ctx, forget, base: dict) -> dict:
@@ -293,7 +321,7 @@ def run_study(cfg: StudyConfig, workdir: str, columns: Columns = BLEND_COLUMNS) 
         for r, forget in enumerate(forgets):  # the original model against each round's request
             if _key("original", Column(False), seed, r) not in done:
                 base = {**_base_record(cfg, ctx, forgets, r), **seed_cols.fields(None)}
-                rec = _original_record(cfg, ctx, forget, base)
+                rec = _original_record(cfg, ctx, round_target(cfg, forgets, r), base)
                 append_record(paths.records, {**rec, **seed_cols.metrics(ctx.original)})
         for column in cols:
             _run_column(cfg, study, ctx, forgets, seed_cols, column)
@@ -325,9 +353,9 @@ def _run_column(cfg: StudyConfig, study: Study, ctx: SeedContext, forgets: list,
             # the partition is computed once, before any request: later rounds reuse it
             stages = {**stages, "partition_reused_s": stages["embed_s"] + stages["kmeans_s"],
                       "embed_s": 0.0, "kmeans_s": 0.0}
-        s = ctx.splits
+        s, target = ctx.splits, round_target(cfg, forgets, r)
         data = make_unlearn_data((retain.x, retain.y),
-                                 (s.train_x[forget.forget_idx], s.train_y[forget.forget_idx]),
+                                 (s.train_x[target.forget_idx], s.train_y[target.forget_idx]),
                                  (s.unseen_x, s.unseen_y), s.num_classes)
         base = {**_base_record(cfg, ctx, forgets, r), **seed_cols.fields(column)}
         # a key per round, so rounds do not replay the same shuffles and samples
@@ -340,8 +368,8 @@ def _run_column(cfg: StudyConfig, study: Study, ctx: SeedContext, forgets: list,
                 if start is None:
                     start = _restore_round(_round_ckpt(paths, name, column, seed, r - 1),
                                            ctx.original)
-            rec = run_one(cfg, paths, rctx, forget, name,
-                          study.methods[(name, column.condensed)], column, data, stages, base,
+            rec = run_one(cfg, paths, rctx, target, name,
+                          study.methods[(name, column.hparams_dc)], column, data, stages, base,
                           params=start)
             params = rec.pop("_params")
             if r + 1 < cfg.rounds:  # written before the record: a resume finds it

@@ -394,7 +394,7 @@ def test_multiround_continues_each_method_and_reuses_the_partition(uniform_run, 
     workdir = str(tmp_path / "mr")
     _copy_original(src, workdir)
 
-    calls, partitions = [], []
+    calls, partitions, given = [], [], []
     real_run_method, real_partition = study.run_method, glue.partition_by_class
 
     def recording_run_method(method, params, data, key, **kw):
@@ -402,6 +402,7 @@ def test_multiround_continues_each_method_and_reuses_the_partition(uniform_run, 
             raise _Crash
         out = real_run_method(method, params, data, key, **kw)
         calls.append((_param_sum(params), _param_sum(out.params)))
+        given.append(int(data.forget.n))
         return out
 
     def counting_partition(*a, **kw):
@@ -426,6 +427,10 @@ def test_multiround_continues_each_method_and_reuses_the_partition(uniform_run, 
     for r, frac in zip(cf, (0.1, 0.19, 0.271), strict=True):
         assert abs(r["forget_size"] / n - frac) < 0.005
         assert r["forget_size"] + r["retain_size"] == n
+    # each round's method acts on, and is evaluated against, the images that round adds
+    assert given == [r["new_forget_size"] for r in cf]
+    assert all(r["round_target"] == "new" for r in cf)
+    assert cf[1]["new_forget_size"] < cf[1]["forget_size"]
     assert cf[0]["embed_s"] > 0 and cf[0]["kmeans_s"] > 0
     for r in cf[1:]:  # later rounds: split + Blend only, the partition time is not charged
         assert r["embed_s"] == 0 and r["kmeans_s"] == 0 and r["partition_reused_s"] > 0
@@ -437,6 +442,24 @@ def test_multiround_continues_each_method_and_reuses_the_partition(uniform_run, 
     assert "## Blend stages, round 1" in text
     assert os.listdir(os.path.join(workdir, "checkpoints", "multiround")) == []  # cleaned up
     assert len(multiround.run(cfg, workdir)) == len(records)  # finished: nothing to do
+
+
+def test_a_round_targets_its_new_images_or_all_forgotten_so_far():
+    cfg = _tiny(multiround.get_config())
+    ds = seeds.load_study_dataset(cfg)
+    splits = seeds.seed_splits(cfg, ds, 0)
+    forgets = seeds.round_forget_sets(cfg, splits, 0)
+    new = [study.round_target(cfg, forgets, r) for r in range(3)]
+    assert np.array_equal(new[0].forget_idx, forgets[0].forget_idx)
+    for r in (1, 2):
+        assert np.array_equal(new[r].retain_idx, forgets[r].retain_idx)  # cumulative retain
+        want = np.setdiff1d(forgets[r].forget_idx, forgets[r - 1].forget_idx)
+        assert np.array_equal(new[r].forget_idx, want) and len(want) > 0
+    cfg.round_target = "cumulative"
+    assert study.round_target(cfg, forgets, 2) is forgets[2]
+    cfg.round_target = "latest"
+    with pytest.raises(ValueError, match="round_target must be one of"):
+        study.validate_config(cfg)
 
 
 def test_multiround_rejects_class_forgetting(tmp_path):
@@ -474,6 +497,7 @@ def test_ablation_variants_train_on_the_right_sets(uniform_run, tmp_path):
         if v is None:
             continue
         assert r["method"] == method and r["condensed"] == (v == "blend")
+        assert r["dc_hparams"] is True  # every variant: the DC values, as the reference
         assert 0 <= r["free_acc"] <= 100 and 0 <= r["residual_acc"] <= 100
         if v == "full_retain":
             assert r["total_s"] == r["unlearn_s"]
@@ -490,10 +514,22 @@ def test_ablation_variants_train_on_the_right_sets(uniform_run, tmp_path):
     forget = seeds.make_forget(cfg, ctx.splits, 0)
     vs = ablations.variant_sets(cfg, opened.paths, ctx, forget, tuple(ablations.VARIANTS))
     size = {v: len(got[1]) for v, got in vs["sets"].items()}
-    assert size["free_raw"] == n_free and size["condensed_free"] == n_clusters
-    assert n_clusters < size["condense_all"] <= cfg.ipc * 10
-    assert 0 < size["condensed_residual"] < n_res
     y = ctx.splits.train_y
+    assert size["free_raw"] == n_free and size["blend"] == n_res + n_clusters
+    # v1/v3/v5 re-cluster their subset: k = min(ipc, n_c) clusters per class (fewer only if
+    # k-means leaves a cluster empty)
+    for v, idx in (("condense_all", forget.retain_idx), ("condensed_free", vs["free_idx"]),
+                   ("condensed_residual", vs["residual_idx"])):
+        bound = int(np.minimum(np.bincount(y[idx], minlength=10), cfg.ipc).sum())
+        assert 0.9 * bound <= size[v] <= bound, v
+        assert vs["sets"][v][2]["kmeans_s"] > vs["partition"].timings["kmeans_s"] or (
+            np.bincount(y[idx]).max() <= cfg.ipc), v
+    cfg.recluster = False  # the original partition's clusters instead
+    orig = ablations.variant_sets(cfg, opened.paths, ctx, forget, ("condensed_free",))
+    assert len(orig["sets"]["condensed_free"][1]) == n_clusters
+    cfg.variant_hparams = "by_set"
+    cols = {c.variant: c.hparams_dc for c in ablations.VARIANT_COLUMNS.of_config(cfg)}
+    assert cols == {"blend": True, "residual_raw": False, "full_retain": False}
     for v in ("free_raw", "residual_raw", "full_retain"):  # raw sets keep the true labels
         idx = {"free_raw": vs["free_idx"], "residual_raw": vs["residual_idx"],
                "full_retain": forget.retain_idx}[v]

@@ -111,6 +111,7 @@ class StudyConfig(Config):
     k_classes: int = 1
     forget_fraction: float = 0.1
     rounds: int = 1                           # multi-round studies: > 1
+    round_target: str = "new"                 # new (reference) | cumulative: see multiround.py
     # splits
     unseen_pool: str = "test70"               # test70 (reference) | heldout
     unseen_fraction: float = 0.7
