@@ -83,7 +83,7 @@ VARIANT_HPARAMS = ("dc", "by_set")
 class AblationConfig(StudyConfig):
     """A study configuration with the retain-set variants to compare."""
 
-    variants: tuple = tuple(VARIANTS)
+    variants: tuple[str, ...] = tuple(VARIANTS)
     recluster: bool = True         # re-cluster the subsets of v1/v3/v5 (reference) | original ids
     variant_hparams: str = "dc"    # dc: every variant the DC values (reference) | by_set
 

@@ -10,7 +10,8 @@ traceback. Named flags exist only for the fields the study's config has:
   ``--no_condensation`` / ``--only_condensation``, ``--save_params``;
 - ``--set KEY=JSON`` (repeatable) for everything else: ``--set original.epochs=5``,
   ``--set method_hparams.cf.epochs=10``, ``--set 'ipcs=[1,10]'``. A value that is not JSON is
-  taken as a string.
+  taken as a string where the field is a string; a value of the wrong type for its field is a
+  one-line error naming the key and the type expected.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import dataclasses
 import json
 import sys
 import time
+import types
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from experiments.configs.base import SCALES, Config
+from experiments.configs.base import SCALES, Config, use_model
 from experiments.io import log, prepare_workdir
 from jaxunlearn.unlearn import available_methods
 
@@ -105,10 +108,10 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
                        else _parse_list(args.methods))
     if get("seeds"):
         cfg.seeds = parse_seeds(args.seeds)
-    if get("model") is not None and args.model != cfg.model:
-        # the config's model keywords belong to its own model (a ConvNet's depth and width)
-        cfg.model_kwargs = {}
-    for field in ("dataset", "data_dir", "model", "ipc"):
+    if get("model") is not None:
+        # drops the old model's keywords; the model's method values (configs/base.py)
+        use_model(cfg, args.model)
+    for field in ("dataset", "data_dir", "ipc"):
         if get(field) is not None:
             setattr(cfg, field, get(field))
     if get("no_condensation") and get("only_condensation"):
@@ -126,17 +129,87 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            value = text  # a bare string
+            value = _BareString(text)  # legal only where the field is a string
         set_value(cfg, key, value)
     return cfg
+
+
+class _BareString(str):
+    """A ``--set`` value that is not JSON: a string, unless the field wants something else."""
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return "a JSON object of its fields" if dataclasses.is_dataclass(tp) else tp.__name__
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in args)
+    origin = typing.get_origin(tp)
+    return f"{origin.__name__} of {', '.join(_type_name(a) for a in args if a is not ...)}"
+
+
+def _conform(value: Any, tp: Any) -> tuple[bool, Any]:
+    """``(ok, value)``: whether ``value`` (parsed JSON) fits the declared type ``tp``.
+
+    JSON arrays become tuples where the field is a tuple, ints become floats where it is a float.
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True, value
+    if origin in (types.UnionType, typing.Union):
+        for a in args:
+            ok, v = _conform(value, a)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if isinstance(value, _BareString) and tp is not str:
+        return False, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), str(value) if isinstance(value, str) else value
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, (dict, tp)), value
+    container = origin or tp
+    if container in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        elem = args[0] if args and (len(args) == 1 or args[-1] is ...) else Any
+        items = [_conform(v, elem) for v in value]
+        return all(ok for ok, _ in items), container(v for _, v in items)
+    if container is dict:
+        return isinstance(value, dict), value
+    return True, value  # a type this checker does not know: accepted as given
+
+
+def _check_type(key: str, target: Any, field: str, value: Any) -> Any:
+    """``value`` conformed to the declared type of ``target``'s dataclass ``field``, or an error."""
+    tp = typing.get_type_hints(type(target))[field]
+    ok, value = _conform(value, tp)
+    if not ok:
+        shown = (f"{value!r} (not valid JSON)" if isinstance(value, _BareString)
+                 else json.dumps(value))
+        raise ValueError(f"--set {key}: expected {_type_name(tp)}, got {shown}")
+    return value
 
 
 def set_value(cfg: Config, key: str, value: Any) -> None:
     """Set the config value at the dotted ``key`` (``original.epochs``, ``method_hparams.cf.lr``).
 
-    A field of a section (a dataclass) must exist; dict fields take any key. A JSON list becomes
-    a tuple for a top-level field; a dict given for a whole section becomes that section (fields
-    it omits take their defaults).
+    A field of a section (a dataclass) must exist and the value must fit its declared type
+    (``int``, ``float``, ``str | None``, ``tuple``...; a JSON array becomes a tuple where the field
+    is one), else a one-line ``ValueError`` names the key and what was expected; dict fields
+    (``method_hparams``) take any key and value. A dict given for a whole section becomes that
+    section (fields it omits take their defaults).
     """
     parts = key.split(".")
     target: Any = cfg
@@ -151,17 +224,19 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
                 target = getattr(target, part)
                 continue
             current = getattr(target, part)
+            value = _check_type(key, target, part, value)
             if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                for name, v in value.items():
+                    if name in {f.name for f in dataclasses.fields(current)}:
+                        value[name] = _check_type(f"{key}.{name}", current, name, v)
                 try:
                     value = type(current)(**value)
                 except TypeError as e:
                     raise ValueError(f"--set {key}: {e}") from e
-            elif isinstance(value, list) and target is cfg:
-                value = tuple(value)
             setattr(target, part, value)
         elif isinstance(target, dict):
             if last:
-                target[part] = value
+                target[part] = str(value) if isinstance(value, _BareString) else value
             else:
                 target = target.setdefault(part, {})
         else:

@@ -41,7 +41,7 @@ SETTINGS: dict[str, dict] = {
     "retrain": dict(_SGD, warmup_epochs=1),
     "cf": dict(_SGD, warmup_epochs=0),
     "distill": _SGD,
-    "scrub": dict(_SGD, warmup_epochs=0, m_steps=3),
+    "scrub": dict(_SGD, warmup_epochs=0, m_steps=2),  # forget passes in epochs 0, 1, 2
     "l1_sparse": _SGD,
     "bad_distill": dict(_B, lr=0.1, epochs=8),
     "pruning": dict(_SGD, prune_step=3),  # prunes at epochs 1, 4, 7 to the default 95%
@@ -358,14 +358,31 @@ def test_salun_updates_only_half_the_weights(problem):
     assert inside >= 0.99 * n_changed
 
 
-def test_scrub_phases_and_primary_loss_hook(problem):
-    method = make_method("scrub", problem.model.apply, m_steps=2, epochs=4)
+def _forget_passes(method) -> int:
+    return sum(p.stream == "forget" for e in range(method.epochs) for p in method.phases(e))
+
+
+def test_scrub_forget_passes_follow_the_reference():
+    # the reference (unlearn_methods/scrub.py) loops 0-based with `if epoch <= m_steps`
+    f = lambda p, x: x  # noqa: E731
+    method = make_method("scrub", f, m_steps=2, epochs=4)
     streams = [[p.stream for p in method.phases(e)] for e in range(4)]
-    assert streams == [["forget", "retain"]] * 2 + [["retain"]] * 2
+    assert streams == [["forget", "retain"]] * 3 + [["retain"]]
+    assert _forget_passes(make_method("scrub", f, m_steps=0)) == 1
+    assert _forget_passes(make_method("scrub", f, m_steps=20)) == 15  # capped at the epochs
+    # the paper's values: m_steps 5 w/o DC, 9 w DC -> 6 and 10 of the 15 epochs
+    assert _forget_passes(make_method("scrub", f)) == 6
+    assert _forget_passes(make_method("scrub", f, m_steps=9)) == 10
+    # A-SCRUB: the reference's accelerated_scrub.py runs a forget pass in its one epoch
+    a_scrub = make_method("a_scrub", f)
+    assert a_scrub.epochs == 1 and _forget_passes(a_scrub) == 1
+
+
+def test_scrub_primary_loss_hook(problem):
     # the retain pass's CE goes through the hook: a zero primary loss with no KL and no decay
-    # leaves the parameters untouched
+    # leaves the parameters untouched (forget_weight 0: the forget pass's Adam step is 0 too)
     frozen = make_method("scrub", problem.model.apply, m_steps=0, epochs=1, kl_weight=0.0,
-                         weight_decay=0.0, optimizer="adam", batch_size=16,
+                         forget_weight=0.0, weight_decay=0.0, optimizer="adam", batch_size=16,
                          primary_loss=lambda ce, w, p, d, k: 0.0 * jnp.sum(ce * w))
     out = run_method(frozen, problem.original, problem.data, jax.random.key(0))
     chex.assert_trees_all_equal(out.params, problem.original)

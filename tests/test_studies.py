@@ -32,6 +32,7 @@ from experiments.configs import cinic10, svhn
 from experiments.configs.base import NetSettings, TrainSchedule
 from experiments.configs.uniform import DATASET_CONFIGS, dataset_config
 from experiments.configs.uniform import get_config as uniform_config
+from jaxunlearn.condense import blend_lr
 from jaxunlearn.unlearn import available_methods
 
 WRITE_PLOTS = plots.write_plots  # the real one (the study tests stub it out)
@@ -88,11 +89,15 @@ def test_dataset_configs_carry_the_papers_settings():
     # SVHN keeps the library's A-CF learning rate (2.4e-4, SPEC §4); CINIC-10 sets its own
     assert "a_cf" not in s.method_hparams and c.hparams("a_cf", False)["lr"] == 1e-4
     # the paper's with-condensation values apply over the factories' defaults
-    assert c.hparams("scrub", True) == {"lr": 1e-3, "m_steps": 9}
+    # (every value is checked against the reference's files in test_reference_hparams.py)
+    assert c.hparams("scrub", True) == {"lr": 1e-3, "m_steps": 10}
     assert s.hparams("scrub", True) == {"lr": 5e-3, "m_steps": 9}
     assert s.hparams("scrub", False) == {}
-    # clusters keep the paper's size in the CPU variants (≈45 SVHN, ≈11 CINIC-10 per cluster)
+    # clusters keep the paper's size in the CPU variants (≈45 SVHN, ≈11 CINIC-10 per cluster),
+    # and Blend keeps the paper's per-cluster step lr/S there (bench/blend_lr.py)
     assert svhn.get_config("cpu").ipc == 11 and cinic10.get_config("cpu").ipc == 44
+    assert svhn.get_config().blend.lr is None  # the reference's blend_lr(ipc)
+    assert svhn.get_config("cpu").blend.lr == pytest.approx(blend_lr(100) * 11 / 100)
     for name in DATASET_CONFIGS:
         for scale in (None, "cpu"):
             cfg = uniform_config(name, 0.5, scale)

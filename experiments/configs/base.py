@@ -11,7 +11,13 @@ Where the paper's hyper-parameters live (SPEC §4, §5; CIFAR-10 / ResNet-18):
 - the values that change **with** condensation are :data:`PAPER_METHODS_DC` below (SPEC §5: "lr
   w/o DC, then with DC"): the factories cannot know whether their retain set was condensed;
 - a config's ``method_hparams`` / ``method_hparams_dc`` hold only its deviations, each with its
-  reason (see ``configs/digits.py``).
+  reason (see ``configs/digits.py``);
+- the reference sets its values per dataset *and model* (its ``hyperparameters/*.json``, copied
+  into ``tests/data/reference_hparams/`` and checked value by value against these configs by
+  ``tests/test_reference_hparams.py``): a dataset config keeps the method tables of the other
+  models it has reference values for in ``model_method_hparams``, and :func:`use_model` (the
+  ``--model`` flag) switches to them. :data:`RESNET50_METHODS` / :data:`RESNET50_METHODS_DC`
+  are the ResNet-50 values of the reference's CIFAR-10 files.
 
 A study may also run one registered method under several names (the A-AMU ablation): an entry of
 ``method_hparams`` whose key is not a registered method names its method in ``"method"``, e.g.
@@ -28,19 +34,45 @@ import json
 import typing
 from typing import Any, ClassVar
 
-__all__ = ["PAPER_METHODS_DC", "BlendSettings", "Config", "NetSettings", "StudyConfig",
-           "SCALES", "TrainSchedule", "apply_scale", "from_json", "to_json"]
+from jaxunlearn.condense import blend_lr
+
+__all__ = ["PAPER_METHODS_DC", "RESNET50_METHODS", "RESNET50_METHODS_DC", "BlendSettings",
+           "Config", "NetSettings", "StudyConfig", "SCALES", "TrainSchedule", "apply_scale",
+           "cpu_blend_lr", "from_json", "merge_methods", "to_json", "use_model"]
 
 # The paper's values that change with condensation (SPEC §5), over the factories' defaults.
 PAPER_METHODS_DC: dict[str, dict[str, Any]] = {
     "distill": dict(lr=5e-3),
-    "scrub": dict(lr=5e-3, m_steps=9),
+    "scrub": dict(lr=5e-3, m_steps=9),  # forget passes in epochs 0..9, as the reference
     "bad_distill": dict(lr=5e-3, retain_fraction=1.0),
     "l1_sparse": dict(lr=5e-3),
     "neggrad_plus": dict(lr=5e-3),
     "random_label": dict(lr=5e-3),
     "salun": dict(lr=5e-3),
 }
+
+# ResNet-50 (the reference's cifar10_resnet50_*.json; SVHN's ResNet-50 files equal them without
+# condensation): the values that differ from ResNet-18's, over the factories' defaults...
+RESNET50_METHODS: dict[str, dict[str, Any]] = {
+    "cf": dict(lr=0.03),
+    "distill": dict(lr=0.03),
+    "bad_distill": dict(lr=5e-3, epochs=30),
+    "l1_sparse": dict(alpha=1e-5, epochs=40, no_l1_epochs=3),
+    "pruning": dict(lr=0.03),
+}
+# ... and with condensation, over PAPER_METHODS_DC (CF and pruning keep lr 0.03).
+RESNET50_METHODS_DC: dict[str, dict[str, Any]] = {
+    "bad_distill": dict(lr=3e-3),
+}
+
+
+def merge_methods(*tables: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One method table from several, later entries over earlier ones, method by method."""
+    out: dict[str, dict[str, Any]] = {}
+    for table in tables:
+        for name, entries in table.items():
+            out[name] = {**out.get(name, {}), **copy.deepcopy(entries)}
+    return out
 
 
 @dataclasses.dataclass
@@ -57,8 +89,9 @@ class TrainSchedule:
 
 @dataclasses.dataclass
 class BlendSettings:
-    """Blend's optimisation (SPEC §3.3); the learning rate is ``blend_lr(ipc)``."""
+    """Blend's optimisation (SPEC §3.3)."""
 
+    lr: float | None = None       # None: the reference's blend_lr(ipc); the CPU forms set it
     iterations: int = 12
     momentum: float = 0.5
     weights: str = "sum"          # sum (reference) | softmax
@@ -88,9 +121,12 @@ class Config:
     data_dir: str | None = None
     max_per_class_train: int | None = None   # seeded class-balanced subsample
     max_per_class_test: int | None = None
-    seeds: tuple = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2)
     # the random ConvNets ψ (partition) and φ (Blend)
     condense_net: NetSettings = dataclasses.field(default_factory=NetSettings)
+    # the partition's per-class k-means: reference (DC_Unlearning's kmeans_pytorch: k-means++,
+    # Σ‖Δc‖ < tol, empty → random point) | sklearn (greedy k-means++, relative tol, farthest)
+    kmeans_procedure: str = "reference"
     notes: dict = dataclasses.field(default_factory=dict)  # reasons for values off the paper's
 
 
@@ -107,7 +143,7 @@ class StudyConfig(Config):
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     # forgetting scenario (SPEC §1)
     scenario: str = "classwise"               # classwise | k_classwise | uniform
-    forget_classes: tuple | None = None       # None: drawn from the seed
+    forget_classes: tuple[int, ...] | None = None  # None: drawn from the seed
     k_classes: int = 1
     forget_fraction: float = 0.1
     rounds: int = 1                           # multi-round studies: > 1
@@ -119,14 +155,17 @@ class StudyConfig(Config):
     # original model (SPEC §2)
     original: TrainSchedule = dataclasses.field(default_factory=TrainSchedule)
     # Blend (SPEC §3)
-    condensation: tuple = (False, True)       # run each method without and with Blend
+    condensation: tuple[bool, ...] = (False, True)  # each method without and with Blend
     ipc: int = 1000
     blend: BlendSettings = dataclasses.field(default_factory=BlendSettings)
     # unlearning methods (SPEC §4, §5): deviations from the factories' defaults, see above
-    methods: tuple = ("retrain", "cf")
+    methods: tuple[str, ...] = ("retrain", "cf")
     method_hparams: dict = dataclasses.field(default_factory=dict)
     method_hparams_dc: dict = dataclasses.field(
         default_factory=lambda: copy.deepcopy(PAPER_METHODS_DC))
+    # the method tables of the other models the reference has values for on this dataset:
+    # {model: {"method_hparams": ..., "method_hparams_dc": ...}}; see use_model
+    model_method_hparams: dict = dataclasses.field(default_factory=dict)
     eval_batch_size: int = 512
     save_params: bool = False                 # save each unlearned model's weights
 
@@ -144,6 +183,27 @@ class StudyConfig(Config):
                 hp.update(self.method_hparams_dc.get(n, {}))
         hp.pop("method", None)
         return hp
+
+
+def use_model(cfg: Config, model: str) -> Config:
+    """Switch ``cfg`` (in place) to ``model``, with that model's method values where it has them.
+
+    The config's ``model_kwargs`` belong to its own model (a ConvNet's depth and width) and are
+    dropped. When ``cfg.model_method_hparams`` has tables for ``model`` (the reference's values
+    for this dataset and model), they replace ``method_hparams`` and ``method_hparams_dc``;
+    variants (entries naming their method) are kept. Without tables the values stay (e.g.
+    CINIC-10 has no ResNet-50 file in the reference: ResNet-18's values are used).
+    """
+    if model == cfg.model:
+        return cfg
+    cfg.model = model
+    cfg.model_kwargs = {}
+    tables = getattr(cfg, "model_method_hparams", {}).get(model)
+    if tables is not None:
+        variants = {n: e for n, e in cfg.method_hparams.items() if "method" in e}
+        cfg.method_hparams = {**copy.deepcopy(tables["method_hparams"]), **variants}
+        cfg.method_hparams_dc = copy.deepcopy(tables["method_hparams_dc"])
+    return cfg
 
 
 def to_json(cfg: Config) -> str:
@@ -168,7 +228,15 @@ def from_json(cls: type[Config], text: str) -> Config:
 SCALES = ("paper", "cpu")
 
 
-def apply_scale(cfg: StudyConfig, scale: str, *, cpu_ipc: int, note: str) -> StudyConfig:
+def cpu_blend_lr(paper_ipc: int, cpu_ipc: int) -> float:
+    """The Blend learning rate that gives ``cpu_ipc`` clusters per class the per-cluster step
+    ``lr / S`` of ``blend_lr(paper_ipc)`` at ``paper_ipc`` (S ∝ ipc: Blend's loss is a mean over
+    the S free clusters, and each cluster's weights only see their own term)."""
+    return blend_lr(paper_ipc) * cpu_ipc / paper_ipc
+
+
+def apply_scale(cfg: StudyConfig, scale: str, *, cpu_ipc: int, note: str,
+                blend_measured: str = "") -> StudyConfig:
     """``cfg`` itself for ``scale="paper"``; its documented CPU-sized form for ``"cpu"``.
 
     The CPU-sized form of a paper dataset (``--scale cpu``): a ConvNet-3 (width 128, the
@@ -176,11 +244,23 @@ def apply_scale(cfg: StudyConfig, scale: str, *, cpu_ipc: int, note: str) -> Stu
     test images per class, ``cpu_ipc`` clusters per class (chosen per dataset so clusters hold
     as many images as at the paper's scale), 30 original epochs, the paper's unlearning budgets.
     A scaled-down run, not the paper's numbers; ``note`` says so in ``config.json``.
+
+    Blend's learning rate is set to :func:`cpu_blend_lr`, the paper's per-cluster step
+    ``lr / S``: the reference's ``blend_lr(cpu_ipc)`` would make that step 10–60× smaller than at
+    the paper's ipc, and Blend would barely move; ``notes["blend_lr"]`` gives both rates and what
+    ``bench/blend_lr.py`` measured at each (``blend_measured``).
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
     if scale == "paper":
         return cfg
+    paper_ipc = cfg.ipc
+    small, paper = blend_lr(cpu_ipc), cpu_blend_lr(paper_ipc, cpu_ipc)
+    cfg.notes = {**cfg.notes, "blend_lr": (
+        f"blend_lr({cpu_ipc}) = {small:.4g} makes a per-cluster step lr/S {paper / small:.0f}x "
+        f"smaller than blend_lr({paper_ipc}) at ipc {paper_ipc}; lr {paper:.4g} gives the "
+        f"paper's step and is used (blend.lr). {blend_measured}")}
+    cfg.blend.lr = paper
     cfg.model = "convnet"
     cfg.model_kwargs = dict(depth=3, width=128)
     # ≈4 min per 50k-image ConvNet epoch on 2 CPU cores (PLATFORM.md): subsample to 5k images.

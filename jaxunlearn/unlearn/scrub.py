@@ -2,7 +2,7 @@
 
 Per epoch e (SPEC §5):
 
-- if ``e < m_steps``: a *forget pass* minimising ``−forget_weight · KL_T(student ‖ original)``
+- if ``e <= m_steps``: a *forget pass* minimising ``−forget_weight · KL_T(student ‖ original)``
   over the forget stream (the max step: push the student away from the teacher on F);
 - a *retain pass* minimising ``ce_weight · primary(CE) + kl_weight · KL_T(student ‖ original)``
   over the retain stream (the min step), the CE term through the ``primary_loss`` hook.
@@ -10,13 +10,19 @@ Per epoch e (SPEC §5):
 One optimiser serves both passes; the learning rate follows warm-up + cosine, per epoch. The
 teacher is the starting model, frozen in ``aux["teacher"]``.
 
-``m_steps`` counts forget passes: epochs are 0-based here and the forget pass runs for
-``epoch < m_steps``, as in SCRUB's code (1-based ``epoch <= msteps``). The paper's reference loops
-0-based with ``epoch <= m_steps`` and so runs one pass more: pass ``m_steps + 1`` to reproduce it.
+``m_steps`` is the reference's ``scrub_msteps``: epochs are 0-based and the forget pass runs while
+``epoch <= m_steps``, as in the paper's reference (``unlearn_methods/scrub.py``, 0-based
+``range(epochs)`` with ``if epoch <= m_steps``), so ``m_steps + 1`` forget passes run (capped at
+``epochs``): 6 without condensation (m_steps 5) and 10 with it (m_steps 9) at the paper's
+values. SCRUB's own code loops 1-based with ``epoch <= msteps`` (m_steps passes); the configs
+hold the reference's values, which count one pass more.
 
 A-SCRUB (SPEC §4) is this method with the A-AMU primary loss and Adam: the retain pass then
-minimises ``0.99 · ((mean CE)² + λ·MMD²) + 0.001·KL_T``, i.e. the MMD weight is ``0.99 λ`` where the
-reference adds ``λ·MMD²`` unscaled (a 1% difference, from the hook returning one scalar).
+minimises ``0.99 · ((mean CE)² + (λ/0.99)·MMD²) + 0.001·KL_T`` = ``0.99·(mean CE)² + λ·MMD² +
+0.001·KL_T``, the reference's objective (``with_aamu`` divides λ by ``ce_weight``).
+The reference's A-SCRUB (``unlearn_methods/accelerated_scrub.py``) runs a forget pass in every
+epoch; its one epoch is epoch 0 ≤ ``m_steps``, so it gets its one forget pass here too (with
+more than ``m_steps + 1`` epochs the later ones would have none).
 """
 
 from __future__ import annotations
@@ -86,13 +92,14 @@ def make_scrub(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float
                temperature: float = 2.0, forget_weight: float = 0.2, ce_weight: float = 0.99,
                kl_weight: float = 0.001, optimizer: str = "sgd",
                primary_loss: PrimaryLoss | None = None) -> Method:
-    """SCRUB: forget passes (max KL on F) for ``epoch < m_steps``, a retain pass every epoch.
+    """SCRUB: forget passes (max KL on F) for ``epoch <= m_steps``, a retain pass every epoch.
 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
       init_fn: unused.
       lr: 1e-2 without condensation (SPEC §5); **5e-3 with condensation**.
-      m_steps: 5 without condensation; **9 with condensation**.
+      m_steps: the last 0-based epoch with a forget pass (``m_steps + 1`` passes): 5 without
+        condensation; **9 with condensation** (the reference's ``scrub_msteps``).
       momentum, weight_decay, epochs, warmup_epochs, batch_size: 0.9, 5e-4, 15, 5, 64 (SPEC §5).
       temperature, forget_weight, ce_weight, kl_weight: T = 2, 0.2, 0.99, 0.001.
       optimizer: ``sgd`` or ``adam`` (A-SCRUB).
@@ -110,7 +117,7 @@ def make_scrub(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float
         extra_loss=distill_kl_term(apply_fn, kl_weight, temperature)))
 
     def phases(epoch: int):
-        return (forget, retain) if epoch < m_steps else (retain,)
+        return (forget, retain) if epoch <= m_steps else (retain,)
 
     return training_method(tx, phases, epochs=epochs, batch_size=batch_size, aux=teacher_aux,
                            lr_schedule=cosine_with_warmup(lr, epochs, warmup_epochs))

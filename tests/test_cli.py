@@ -1,0 +1,50 @@
+"""Tests of experiments.cli's ``--set``: every value is checked against its field's type."""
+
+import pytest
+
+from experiments import class_forget, cli, dc_compare
+
+
+def _set(*items, get_config=class_forget.get_config):
+    cfg = get_config()
+    argv = ["--workdir", "w"]
+    for item in items:
+        argv += ["--set", item]
+    return cli.apply_args(cfg, cli.build_parser("x", cfg).parse_args(argv))
+
+
+@pytest.mark.parametrize("item,match", [
+    ("ipc=[1,", r"--set ipc: expected int, got '\[1,' \(not valid JSON\)"),
+    ("ipc=2.5", "--set ipc: expected int, got 2.5"),
+    ("ipc=true", "--set ipc: expected int, got true"),
+    ("original.epochs=x", "--set original.epochs: expected int, got 'x'"),
+    ('original={"epochs": "a"}', '--set original.epochs: expected int, got "a"'),
+    ("blend.momentum=fast", "--set blend.momentum: expected float"),
+    ("max_per_class_train=1.5", "expected int or null, got 1.5"),
+    ("condensation=true", "--set condensation: expected tuple"),
+    ("blend=3", "--set blend: expected a JSON object of its fields, got 3"),
+    ("name=3", "--set name: expected str, got 3"),
+])
+def test_a_value_of_the_wrong_type_is_a_one_line_error(item, match):
+    with pytest.raises(ValueError, match=match):
+        _set(item)
+
+
+def test_values_of_the_right_type_are_conformed():
+    cfg = _set("ipc=3", "original.lr=1", "name=my study", "data_dir=/tmp/a b",
+               "max_per_class_train=null", "forget_classes=[2, 3]", "blend.weights=softmax",
+               "method_hparams.cf.lr=0.5")
+    assert cfg.ipc == 3 and cfg.original.lr == 1.0 and isinstance(cfg.original.lr, float)
+    assert cfg.name == "my study" and cfg.data_dir == "/tmp/a b"  # bare strings where str
+    assert cfg.max_per_class_train is None and cfg.forget_classes == (2, 3)
+    assert cfg.blend.weights == "softmax" and cfg.method_hparams["cf"]["lr"] == 0.5
+    dc = _set("ipcs=[1, 5]", "eval.steps=7", get_config=dc_compare.get_config)
+    assert dc.ipcs == (1, 5) and dc.eval.steps == 7
+
+
+def test_the_command_line_prints_the_error_without_a_traceback(tmp_path, capsys):
+    code = class_forget.main(["--workdir", str(tmp_path / "w"), "--set", "ipc=[1,"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "--set ipc: expected int" in err
+    assert "Traceback" not in err
