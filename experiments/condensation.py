@@ -33,13 +33,15 @@ def convnet(net: Any, image_shape: tuple, num_classes: int):
 
 
 def kmeans_options(cfg: Any) -> dict:
-    """The k-means keyword arguments of ``cfg`` for :func:`partition_by_class`."""
-    return {}
+    """The k-means keyword arguments of ``cfg`` for :func:`partition_by_class`: its procedure
+    (``reference``, the default, or ``sklearn``; see :func:`jaxunlearn.partition.kmeans_by_class`)."""
+    return {"procedure": cfg.kmeans_procedure}
 
 
 def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:
     """The seed's k-means partition of the training set, computed once and cached on disk."""
-    path = os.path.join(paths.root, f"partition_seed{ctx.seed}_ipc{cfg.ipc}.npz")
+    path = os.path.join(paths.root, f"partition_seed{ctx.seed}_ipc{cfg.ipc}_"
+                                    f"{cfg.kmeans_procedure}.npz")
     if os.path.exists(path):
         with np.load(path) as z:
             fields = {k: z[k] for k in z.files if k != "timings"}
@@ -53,7 +55,7 @@ def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:
     psi_key, kmeans_key = partition_keys(ctx.keys)
     psi = init_fn_for(net, s.train_x.shape[1:])(psi_key)
     part = partition_by_class(net.apply, psi, s.train_x, s.train_y, num_classes=s.num_classes,
-                              ipc=cfg.ipc, key=kmeans_key)
+                              ipc=cfg.ipc, key=kmeans_key, **kmeans_options(cfg))
     arrays = {k: np.asarray(v) for k, v in part._asdict().items() if k != "timings"}
     buf = io.BytesIO()
     np.savez(buf, timings=json.dumps(part.timings), **arrays)

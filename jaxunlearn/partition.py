@@ -5,43 +5,66 @@ PRNG key); then, for each class, k-means with ``ipc`` clusters runs on that clas
 The output is one cluster id per training example, ``c * ipc + j`` for cluster ``j`` of class
 ``c``, so clusters are class-pure by construction.
 
-Why a hand-written k-means rather than ``ott.tools.k_means`` (ott-jax 0.6): all classes must run
-in one jitted call, which means padding the classes to one size. ott's k-means++ seeding ignores
-``weights``, so padded rows (zeros, or duplicated real rows) can become seeds and shift the D²
-sampling distribution; its empty-cluster refill may pick padded rows; its ``tol`` is an absolute
-centroid shift (scikit-learn's, used by the reference, is relative to the data variance); it
-defaults to ``n_init=10`` and validates arguments with bare ``assert``. ott's k-means stays
-available as ``backend="ott"`` (padded rows made harmless by copying real rows with weight 0;
-see :func:`_kmeans_one_ott`), e.g. to cross-check. The default k-means below is the same pure,
-jitted style (a fixed-point ``while_loop``, ``segment_sum``, classes padded to one size) and
-handles the masks exactly:
+The k-means has two procedures, chosen by ``procedure`` (with ``init``, ``tol_mode`` and
+``empty`` to change one rule of the bundle):
 
-- Greedy k-means++ seeding (scikit-learn's, which the reference uses with its defaults):
-  ``lax.fori_loop`` over the ``ipc`` seeds; at each step ``2 + ⌊ln ipc⌋`` candidates are drawn
-  with probability ∝ D² (distance to the nearest seed so far) over *valid* rows only (padded
-  rows have probability 0) and the one giving the lowest potential is kept; if every valid row
-  already coincides with a seed (duplicates) the draw is uniform over valid rows. One restart,
-  as the reference. (Plain one-candidate k-means++ gave ≈10% higher inertia than scikit-learn
-  on clustered test data; the greedy variant matches it.)
-- Lloyd: ``lax.while_loop`` of at most ``max_iterations`` iterations; squared distances as
-  ``‖x‖² − 2 x·c + ‖c‖²`` (one ``[n, d] × [d, k]`` matmul, which dominates the cost), centroids
-  by ``segment_sum`` with the validity mask as weights. Stops, as scikit-learn, when the labels no
-  longer change or the total squared centre shift is ≤ ``tol × mean per-feature variance`` of
-  the class.
-- Empty clusters (possible with duplicate points, or after a Lloyd step) are moved to the valid
-  points farthest from their centres (scikit-learn's rule), one distinct point per empty
-  cluster; padded rows are never candidates. A cluster that is still empty at the end is simply
-  reported (size 0): nothing downstream divides by its size.
-- Classes are processed by ``lax.map`` over the padded ``[num_classes, n_max, d]`` stack with
-  ``batch_size=class_batch_size`` (``None``: one class at a time, each stopping at its own
-  convergence, the fastest on CPU; a larger value ``vmap``\\s that many classes together, which
-  helps on accelerators, but every class in a batch then runs until the slowest converges).
+- ``"reference"`` (default): the reference implementation's ``kmeans_pytorch``
+  (DC_Unlearning ``utils/dataset_sampler.py``, a hand-written torch k-means, not
+  scikit-learn), run per class on the flattened ``embed`` features of an untrained network with
+  its defaults ``num_iterations=100``, ``tol=1e-4``:
 
-Measured on this shared 2-core CPU (``bench/condense.py``, ConvNet-3 features, 2048-d): at
-10 × 500 images and ipc 100, 0.6 s, of which ≈80% is the distance and centroid products alone;
-inertia within 0.2% of scikit-learn's (``n_init=1``) and of ott-jax's (0.8–2 s for the same
-problem, ``n_init=1``); ``vmap`` over the 10 classes took 1.0–1.2 s against 0.7 s one class at a
-time. At the paper's scale (10 × 5,000 images, ipc 1000) 59 s, 74% in the products alone.
+  * ``init="kmeans++"``: plain k-means++, one candidate per seed: the first seed uniform over
+    the class, each next one drawn with probability ∝ D², the squared distance to the nearest
+    seed so far (a point already chosen, or its exact duplicate, has probability 0);
+  * ``tol_mode="shift_sum"``: Lloyd steps (assign each point to the nearest centre, first index
+    on ties; centres become their members' means) until ``Σ_k ‖c_k' − c_k‖₂ < tol`` (Euclidean
+    shifts summed over clusters, absolute, strict) or ``max_iterations``; the labels are those
+    of the last assignment step (the ones the final centres are the means of);
+  * ``empty="random"``: a cluster left empty by an assignment step is re-seeded at a point drawn
+    uniformly from the class (independently per empty cluster, possibly one already used).
+
+  One deviation, where the reference would stop with an error: when every point of a class
+  already coincides with a seed (fewer distinct points than ``ipc``), the next seed is drawn
+  uniformly instead of from an all-zero D² distribution.
+- ``"sklearn"``: scikit-learn's ``KMeans`` rules, this module's former default:
+  ``init="greedy_kmeans++"`` (each seed the best, by resulting potential Σ min D², of
+  ``2 + ⌊ln ipc⌋`` D² candidates: 8 distance columns per seed at ipc 1000 instead of 1, though
+  the seeding time grows less, each seed being one pass over the class's features either way);
+  ``tol_mode="sklearn"`` (stop when no label changes or ``Σ_k ‖c_k' − c_k‖² ≤ tol ×`` the
+  class's mean per-feature variance; labels re-assigned at the final centres);
+  ``empty="farthest"`` (empty clusters move to distinct valid points farthest from their
+  centres).
+
+``procedure="sklearn"`` with the same key reproduces this module's partitions from before the
+procedures existed. Its inertia is lower on every seed measured (``bench/kmeans.py``, 5 seeds,
+mean ratio sklearn / reference): 0.962 on the embedded digits study (808 points, 512-d, ipc
+16), 0.990 on the CPU-scale synthetic CIFAR set (4,500 points, 2048-d ConvNet-3 features, ipc
+100), 0.981 on 10 × 500 random 2048-d features (ipc 100). Times: run ``bench/kmeans.py``.
+
+Both run in one jitted call for all classes: classes are padded to one size
+(:func:`class_index_table`) with a validity mask, and padded rows are never seeds, members or
+re-seed points; a cluster still empty at the end is reported (size 0), nothing downstream
+divides by its size. Squared distances are ``‖x‖² − 2 x·c + ‖c‖²`` (one ``[n, d] × [d, k]``
+matmul per Lloyd step, which dominates the cost), centres by ``segment_sum`` with the mask as
+weights, the Lloyd loop a ``lax.while_loop``. Classes are processed by ``lax.map`` with
+``batch_size=class_batch_size`` (``None``: one class at a time, each stopping at its own
+convergence, the fastest on CPU; a larger value ``vmap``\\s that many classes together, which
+helps on accelerators, but every class in a batch then runs until the slowest converges).
+
+``backend="ott"`` runs ``ott.tools.k_means`` (ott-jax 0.6) on the same padded classes, with this
+module's seeding passed as its ``init`` (so padding is excluded there too). ott's Lloyd loop
+cannot express either procedure's stopping rule or empty-cluster rule (it stops when no label
+changes or the squared centre shift ``Σ_k ‖Δc_k‖² ≤ tol``, absolute, and refills empty clusters
+with far points regardless of weights): it stays an option, e.g. to cross-check, honouring
+``init`` only. Padded rows become weight-0 copies of the class's real rows there (see
+:func:`_kmeans_one_ott`).
+
+Measured on this shared 2-core CPU (``bench/condense.py``, ConvNet-3 features, 2048-d, the
+``"sklearn"`` procedure): at 10 × 500 images and ipc 100, 0.6 s, of which ≈80% is the distance
+and centroid products alone; inertia within 0.2% of scikit-learn's (``n_init=1``) and of
+ott-jax's (0.8–2 s for the same problem, ``n_init=1``); ``vmap`` over the 10 classes took
+1.0–1.2 s against 0.7 s one class at a time. At the paper's scale (10 × 5,000 images, ipc 1000)
+59 s, 74% in the products alone.
 """
 
 from __future__ import annotations
@@ -62,12 +85,17 @@ from jaxunlearn.timing import timed
 
 __all__ = [
     "KMEANS_BACKENDS",
+    "KMEANS_EMPTY",
+    "KMEANS_INITS",
+    "KMEANS_PROCEDURES",
+    "KMEANS_TOL_MODES",
     "PartitionOutput",
     "class_index_table",
     "embed",
     "embed_jitted",
     "kmeans_by_class",
     "partition_by_class",
+    "resolve_kmeans_procedure",
 ]
 
 Params = Any
@@ -191,54 +219,106 @@ def _final_assignment(x, x_sq, valid, centres, k: int, n_iterations, converged) 
     return _ClassKMeans(labels, centres, counts, inertia, n_iterations, converged)
 
 
-def _kmeans_plus_plus(key: jax.Array, x: jax.Array, x_sq: jax.Array, valid: jax.Array, k: int):
-    """Greedy k-means++ seeds ``[k, d]`` drawn among valid rows only (scikit-learn's rule).
+# The k-means procedures (see the module docstring): the rules each one bundles.
+KMEANS_PROCEDURES: dict[str, dict[str, str]] = {
+    "reference": {"init": "kmeans++", "tol_mode": "shift_sum", "empty": "random"},
+    "sklearn": {"init": "greedy_kmeans++", "tol_mode": "sklearn", "empty": "farthest"},
+}
+KMEANS_INITS = ("kmeans++", "greedy_kmeans++")
+KMEANS_TOL_MODES = ("shift_sum", "sklearn")
+KMEANS_EMPTY = ("random", "farthest")
 
-    Each seed after the first (uniform) is the best, by resulting potential Σ min D², of
-    ``2 + ⌊ln k⌋`` candidates drawn with probability ∝ D².
+
+def _n_candidates(init: str, k: int) -> int:
+    """D² candidates drawn per seed: 1 (plain k-means++) or ``2 + ⌊ln k⌋`` (greedy)."""
+    return 1 if init == "kmeans++" else 2 + int(np.log(k))
+
+
+def _kmeans_plus_plus(key: jax.Array, x: jax.Array, x_sq: jax.Array, valid: jax.Array, k: int,
+                      n_candidates: int = 1) -> jax.Array:
+    """k-means++ seeds ``[k, d]`` drawn among the valid rows of ``x`` only.
+
+    The first seed is uniform over the valid rows; each next one is drawn with probability ∝ D²
+    (squared distance to the nearest seed so far; padded rows have probability 0). With
+    ``n_candidates == 1`` that draw is the seed (plain k-means++, the reference's rule; a D²
+    within float32 rounding of 0, ≤ 1e-5 (‖x‖² + ‖c‖²), counts as 0, so a chosen point has
+    probability exactly 0 as with the reference's ``Σ (x − c)²``); with more, the candidate giving
+    the lowest potential ``Σ min D²`` is kept (greedy k-means++, scikit-learn's rule). If every
+    valid row already coincides with a seed (duplicates) the draw is uniform over valid rows.
     """
     n, d = x.shape
     validf = valid.astype(x.dtype)
-    n_trials = 2 + int(np.log(k))
 
-    def body(j, carry):
-        centres, min_d2 = carry
+    def draw(j, min_d2):
         p = min_d2 * validf
-        # j == 0 (min_d2 starts at 0) or every valid row already sits on a seed: draw uniformly.
+        # j == 0 (min_d2 starts at 0) or every valid row already sits on a seed: uniform.
         p = jnp.where(jnp.sum(p) > 0, p, validf)
         cum = jnp.cumsum(p)
-        r = jax.random.uniform(jax.random.fold_in(key, j), (n_trials,), x.dtype) * cum[-1]
+        r = jax.random.uniform(jax.random.fold_in(key, j), (n_candidates,), x.dtype) * cum[-1]
+        # The first row whose cumulative mass exceeds r: a row of probability 0 never is. A
+        # rounding can put r at cum[-1]: fall back to the last row of positive probability.
         cand = jnp.searchsorted(cum, r, side="right")
-        # Rounding can put r at cum[-1]; fall back to the last row of positive probability.
-        last_pos = n - 1 - jnp.argmax((p > 0)[::-1])
-        cand = jnp.minimum(cand, last_pos)
-        d2 = _sq_dists(x, x_sq, x[cand])  # [n, n_trials]
+        return jnp.minimum(cand, n - 1 - jnp.argmax((p > 0)[::-1]))
+
+    def body_plain(j, carry):
+        centres, min_d2 = carry
+        c = x[draw(j, min_d2)[0]]
+        c_sq = jnp.sum(c * c)
+        # D² by the matvec form (≈3× faster than Σ (x − c)² on XLA:CPU in an interleaved A/B);
+        # a value within float32 rounding of 0 is 0, so the chosen point (and any exact
+        # duplicate) is never drawn again, as with the reference's exact Σ (x − c)².
+        d2 = jnp.maximum(x_sq - 2.0 * (x @ c) + c_sq, 0.0)
+        d2 = jnp.where(d2 <= 1e-5 * (x_sq + c_sq), 0.0, d2)
+        return centres.at[j].set(c), jnp.where(j == 0, d2, jnp.minimum(min_d2, d2))
+
+    def body_greedy(j, carry):
+        centres, min_d2 = carry
+        cand = draw(j, min_d2)
+        d2 = _sq_dists(x, x_sq, x[cand])  # [n, n_candidates]
         d2 = jnp.where(j == 0, d2, jnp.minimum(min_d2[:, None], d2))
         best = jnp.argmin(jnp.sum(d2 * validf[:, None], axis=0))
         return centres.at[j].set(x[cand[best]]), d2[:, best]
 
+    body = body_plain if n_candidates == 1 else body_greedy
     centres0 = jnp.zeros((k, d), x.dtype)
     centres, _ = jax.lax.fori_loop(0, k, body, (centres0, jnp.zeros((n,), x.dtype)))
     return centres
 
 
-def _kmeans_one(key, x, valid, *, k: int, max_iterations: int, tol: float):
-    """k-means on one padded class ``x`` [n, d] with validity mask ``valid`` [n]."""
+def _lloyd(key, x, x_sq, valid, centres0, *, k: int, max_iterations: int, tol: float,
+           tol_mode: str, empty: str) -> _ClassKMeans:
+    """Lloyd iterations from ``centres0`` [k, d] on one padded class ``x`` [n, d].
+
+    ``tol_mode="shift_sum"``: stop when ``Σ_k ‖Δc_k‖₂ < tol``; the labels are those of the last
+    assignment step. ``"sklearn"``: stop when no valid label changes or ``Σ_k ‖Δc_k‖² ≤ tol ×``
+    mean per-feature variance of the class; labels re-assigned at the final centres.
+    ``empty="random"``: an empty cluster's centre becomes a valid row drawn uniformly (key
+    ``fold_in(key, iteration)``); ``"farthest"``: distinct valid rows farthest from their centres.
+    """
     n, d = x.shape
     validf = valid.astype(x.dtype)
-    x_sq = jnp.sum(x * x, axis=-1)
-    mean = weighted_mean(x, validf)  # [d], over the valid rows
-    var = weighted_mean(jnp.square(x - mean), validf)
-    tol_abs = tol * jnp.mean(var)  # scikit-learn's tolerance, relative to the data spread
+    if tol_mode == "sklearn":
+        mean = weighted_mean(x, validf)  # [d], over the valid rows
+        var = weighted_mean(jnp.square(x - mean), validf)
+        tol_abs = tol * jnp.mean(var)  # scikit-learn's tolerance, relative to the data spread
 
-    centres0 = _kmeans_plus_plus(key, x, x_sq, valid, k)
-
-    def relocate(args):
-        centres, empty, min_d = args
+    def refill_farthest(centres, is_empty, min_d, it):
+        del it
         # Distinct farthest valid points, one per empty cluster (padded rows score -inf).
         far = jax.lax.top_k(jnp.where(valid, min_d, -jnp.inf), k)[1]
-        rank = jnp.clip(jnp.cumsum(empty) - 1, 0, k - 1)
-        return jnp.where(empty[:, None], x[far[rank]], centres)
+        rank = jnp.clip(jnp.cumsum(is_empty) - 1, 0, k - 1)
+        return jnp.where(is_empty[:, None], x[far[rank]], centres)
+
+    def refill_random(centres, is_empty, min_d, it):
+        del min_d
+        # A uniform draw among the valid rows of the class, one per cluster (the reference's
+        # ``X[randint(0, N)]``, X being the class's points).
+        valid_rows = jnp.nonzero(valid, size=n, fill_value=0)[0]
+        n_valid = jnp.sum(valid.astype(jnp.int32))
+        r = jax.random.randint(jax.random.fold_in(key, it), (k,), 0, n_valid)
+        return jnp.where(is_empty[:, None], x[valid_rows[r]], centres)
+
+    refill = refill_random if empty == "random" else refill_farthest
 
     def body(state):
         centres, labels, it, _ = state
@@ -247,60 +327,123 @@ def _kmeans_one(key, x, valid, *, k: int, max_iterations: int, tol: float):
         min_d = jnp.min(dist, axis=1)
         counts = jax.ops.segment_sum(validf, new_labels, k)
         sums = jax.ops.segment_sum(x * validf[:, None], new_labels, k)
-        empty = counts == 0
-        new = jnp.where(empty[:, None], centres, sums / jnp.maximum(counts, 1.0)[:, None])
-        new = jax.lax.cond(jnp.any(empty), relocate, lambda a: a[0], (new, empty, min_d))
-        shift = jnp.sum(jnp.square(new - centres))
-        same = jnp.all((new_labels == labels) | ~valid)
-        return new, new_labels, it + 1, same | (shift <= tol_abs)
+        is_empty = counts == 0
+        new = jnp.where(is_empty[:, None], centres, sums / jnp.maximum(counts, 1.0)[:, None])
+        new = jax.lax.cond(jnp.any(is_empty), lambda a: refill(*a), lambda a: a[0],
+                           (new, is_empty, min_d, it))
+        if tol_mode == "shift_sum":
+            done = jnp.sum(jnp.sqrt(jnp.sum(jnp.square(new - centres), axis=1))) < tol
+        else:
+            same = jnp.all((new_labels == labels) | ~valid)
+            done = same | (jnp.sum(jnp.square(new - centres)) <= tol_abs)
+        return new, new_labels, it + 1, done
 
     def cond(state):
         _, _, it, done = state
         return (it < max_iterations) & ~done
 
     init = (centres0, jnp.full((n,), -1, jnp.int32), jnp.int32(0), jnp.bool_(False))
-    centres, _, n_iter, done = jax.lax.while_loop(cond, body, init)
-    return _final_assignment(x, x_sq, valid, centres, k, n_iter, done)
+    centres, labels, n_iter, done = jax.lax.while_loop(cond, body, init)
+    if tol_mode == "sklearn" or max_iterations == 0:
+        return _final_assignment(x, x_sq, valid, centres, k, n_iter, done)
+    inertia = jnp.sum(jnp.sum(jnp.square(x - centres[labels]), axis=-1) * validf)
+    counts = jax.ops.segment_sum(valid.astype(jnp.int32), labels, k)
+    return _ClassKMeans(labels, centres, counts, inertia, n_iter, done)
 
 
-def _kmeans_one_ott(key, x, valid, *, k: int, max_iterations: int, tol: float):
+def _kmeans_one(key, x, valid, *, k: int, max_iterations: int, tol: float, init: str,
+                tol_mode: str, empty: str) -> _ClassKMeans:
+    """k-means on one padded class ``x`` [n, d] with validity mask ``valid`` [n]."""
+    x_sq = jnp.sum(x * x, axis=-1)
+    # Seed j draws with fold_in(key, j), j < k (as before the procedures existed: "sklearn"
+    # reproduces the former default's partitions), so the Lloyd loop's key is fold_in(key, k).
+    centres0 = _kmeans_plus_plus(key, x, x_sq, valid, k, _n_candidates(init, k))
+    return _lloyd(jax.random.fold_in(key, k), x, x_sq, valid, centres0, k=k,
+                  max_iterations=max_iterations, tol=tol, tol_mode=tol_mode, empty=empty)
+
+
+def _kmeans_one_ott(key, x, valid, *, k: int, max_iterations: int, tol: float, init: str,
+                    tol_mode: str | None = None, empty: str | None = None) -> _ClassKMeans:
     """``ott.tools.k_means`` on one padded class (``backend="ott"``), same outputs as
     :func:`_kmeans_one`.
 
-    ott's k-means++ seeding and its empty-cluster refill ignore ``weights``, so padded rows must
-    not be arbitrary: they become copies of the class's real rows (valid rows come first in the
-    class table) with weight 0. A seed or a refill drawn from padding is then a real point of the
-    class, and the weight-0 copies add nothing to centroids or inertia; they only make the copied
-    points a little likelier as k-means++ candidates. One restart (``n_init=1``, the reference);
-    ``tol`` goes to ott as is (its own centroid-shift criterion), not scikit-learn's.
+    The seeds are :func:`_kmeans_plus_plus`'s (``init``), given to ott as its ``init``
+    callable. ott's empty-cluster refill ignores ``weights``, so padded rows must not be
+    arbitrary: they become copies of the class's real rows (valid rows come first in the class
+    table) with weight 0; a refill drawn from padding is then a real point of the class, and
+    the copies add nothing to centroids or inertia. One restart (``n_init=1``, the reference);
+    ``tol`` goes to ott as is (its own criterion). ``tol_mode`` and ``empty`` are not
+    expressible in ott and must be ``None``.
     """
     from ott.tools.k_means import k_means as ott_k_means
 
+    del tol_mode, empty
     n = x.shape[0]
     validf = valid.astype(x.dtype)
+    x_sq = jnp.sum(x * x, axis=-1)
     n_valid = jnp.maximum(jnp.sum(valid.astype(jnp.int32)), 1)
     rows = jnp.arange(n)
     xf = x[jnp.where(valid, rows, rows % n_valid)]
-    out = ott_k_means(xf, k, weights=validf, init="k-means++", n_init=1, tol=tol,
-                      max_iterations=max_iterations, rng=key)
-    return _final_assignment(x, jnp.sum(x * x, axis=-1), valid, out.centroids.astype(x.dtype), k,
+    centres0 = _kmeans_plus_plus(key, x, x_sq, valid, k, _n_candidates(init, k))
+    out = ott_k_means(xf, k, weights=validf, init=lambda geom, k_, rng: centres0, n_init=1,
+                      tol=tol, max_iterations=max_iterations, rng=jax.random.fold_in(key, k))
+    return _final_assignment(x, x_sq, valid, out.centroids.astype(x.dtype), k,
                              jnp.int32(out.iteration), jnp.bool_(out.converged))
 
 
 KMEANS_BACKENDS = {"jax": _kmeans_one, "ott": _kmeans_one_ott}
 
 
-@partial(jax.jit, static_argnames=("k", "max_iterations", "tol", "class_batch_size", "backend"))
+def resolve_kmeans_procedure(procedure: str = "reference", *, init: str | None = None,
+                             tol_mode: str | None = None, empty: str | None = None,
+                             backend: str = "jax") -> dict[str, str | None]:
+    """The k-means rules ``{"init", "tol_mode", "empty"}`` of a procedure, with overrides.
+
+    Args:
+      procedure: ``"reference"`` or ``"sklearn"`` (see the module docstring).
+      init, tol_mode, empty: ``None`` (the procedure's rule) or a rule of
+        :data:`KMEANS_INITS`, :data:`KMEANS_TOL_MODES`, :data:`KMEANS_EMPTY`.
+      backend: ``"jax"`` or ``"ott"``; ott's Lloyd loop has its own stopping and empty-cluster
+        rules, so with ``"ott"`` only ``init`` applies (``tol_mode`` and ``empty`` resolve to
+        ``None`` and must not be given).
+
+    Returns:
+      ``{"init": ..., "tol_mode": ..., "empty": ...}``.
+    """
+    check_choice(procedure, tuple(KMEANS_PROCEDURES), "procedure")
+    check_choice(backend, tuple(sorted(KMEANS_BACKENDS)), "backend")
+    if init is not None:
+        check_choice(init, KMEANS_INITS, "init")
+    if tol_mode is not None:
+        check_choice(tol_mode, KMEANS_TOL_MODES, "tol_mode")
+    if empty is not None:
+        check_choice(empty, KMEANS_EMPTY, "empty")
+    rules = dict(KMEANS_PROCEDURES[procedure])
+    if backend == "ott":
+        if tol_mode is not None or empty is not None:
+            raise ValueError(
+                "backend='ott' runs ott's own Lloyd loop (it stops when no label changes or the "
+                "squared centre shift is <= tol, and refills empty clusters with far points): "
+                f"tol_mode and empty must be None with it; got tol_mode={tol_mode!r}, "
+                f"empty={empty!r}. Use backend='jax' for the reference's or scikit-learn's rules.")
+        return {"init": init or rules["init"], "tol_mode": None, "empty": None}
+    return {"init": init or rules["init"], "tol_mode": tol_mode or rules["tol_mode"],
+            "empty": empty or rules["empty"]}
+
+
+@partial(jax.jit, static_argnames=("k", "max_iterations", "tol", "class_batch_size", "backend",
+                                   "init", "tol_mode", "empty"))
 def _kmeans_core(
     keys_C, feats_NxD, idx_CxM, valid_CxM, *, k, max_iterations, tol, class_batch_size,
-    backend="jax",
+    backend="jax", init="kmeans++", tol_mode="shift_sum", empty="random",
 ):
     kmeans_one = KMEANS_BACKENDS[backend]
 
     def one(args):
         key, idx, valid = args
         x = jnp.where(valid[:, None], feats_NxD[idx], 0.0)
-        return kmeans_one(key, x, valid, k=k, max_iterations=max_iterations, tol=tol)
+        return kmeans_one(key, x, valid, k=k, max_iterations=max_iterations, tol=tol, init=init,
+                          tol_mode=tol_mode, empty=empty)
 
     return jax.lax.map(one, (keys_C, idx_CxM, valid_CxM), batch_size=class_batch_size)
 
@@ -341,6 +484,10 @@ def kmeans_by_class(
     tol: float = 1e-4,
     class_batch_size: int | None = None,
     backend: str = "jax",
+    procedure: str = "reference",
+    init: str | None = None,
+    tol_mode: str | None = None,
+    empty: str | None = None,
 ) -> PartitionOutput:
     """Per-class k-means with ``ipc`` clusters, all classes in one jitted call (SPEC §3.1).
 
@@ -349,13 +496,23 @@ def kmeans_by_class(
       labels_N: class labels ``[n]`` in ``[0, num_classes)``.
       num_classes: number of classes ``C``.
       ipc: clusters per class; every class needs at least ``ipc`` examples.
-      key: PRNG key of the k-means++ seeding (one subkey per class).
-      max_iterations: maximum Lloyd iterations.
-      tol: relative tolerance (scikit-learn's): stop when the total squared centre shift is
-        ≤ ``tol`` × the class's mean per-feature variance, or when no label changes.
+      key: PRNG key of the k-means (seeding and random re-seeds; one subkey per class).
+      max_iterations: maximum Lloyd iterations (the reference: 100).
+      tol: tolerance of the stopping rule ``tol_mode`` (the reference: 1e-4): with
+        ``"shift_sum"`` stop when ``Σ_k ‖Δc_k‖₂ < tol``; with ``"sklearn"`` when the total
+        squared centre shift is ≤ ``tol`` × the class's mean per-feature variance, or when no
+        label changes; with ``backend="ott"``, ott's own (squared shift ≤ ``tol``).
       class_batch_size: classes ``vmap``-ed together (``None``: one class at a time).
       backend: ``"jax"`` (the k-means of this module, default) or ``"ott"``
-        (``ott.tools.k_means`` on the same padded classes, see :func:`_kmeans_one_ott`).
+        (``ott.tools.k_means`` on the same padded classes, see :func:`_kmeans_one_ott`; honours
+        ``init`` only).
+      procedure: ``"reference"`` (default: DC_Unlearning's ``kmeans_pytorch``) or
+        ``"sklearn"``; bundles of the three rules below (see the module docstring).
+      init: ``None`` (the procedure's), ``"kmeans++"`` (one D² candidate per seed) or
+        ``"greedy_kmeans++"`` (``2 + ⌊ln ipc⌋`` candidates, the best kept).
+      tol_mode: ``None`` (the procedure's), ``"shift_sum"`` or ``"sklearn"`` (see ``tol``).
+      empty: ``None`` (the procedure's), ``"random"`` (re-seed an empty cluster at a uniformly
+        drawn point of its class) or ``"farthest"`` (at the farthest points).
 
     Returns:
       A :class:`PartitionOutput` (its ``timings`` hold ``kmeans_s`` and ``kmeans_compile_s``).
@@ -375,7 +532,8 @@ def kmeans_by_class(
         raise ValueError(f"tol must be >= 0; got {tol}")
     if class_batch_size is not None and class_batch_size < 1:
         raise ValueError(f"class_batch_size must be None or >= 1; got {class_batch_size}")
-    check_choice(backend, tuple(sorted(KMEANS_BACKENDS)), "backend")
+    rules = resolve_kmeans_procedure(procedure, init=init, tol_mode=tol_mode, empty=empty,
+                                     backend=backend)
     check_compile_s = check_finite(feats, "feats_NxD")
 
     idx, valid = class_index_table(lab, num_classes, counts)
@@ -383,7 +541,7 @@ def kmeans_by_class(
     km, _, compile_s = timed(
         _kmeans_core, keys, feats.astype(jnp.float32), jnp.asarray(idx), jnp.asarray(valid),
         k=int(ipc), max_iterations=int(max_iterations), tol=float(tol),
-        class_batch_size=class_batch_size, backend=backend,
+        class_batch_size=class_batch_size, backend=backend, **rules,
     )
     cluster_ids = np.empty(lab.size, np.int32)
     global_ids = np.asarray(km.labels) + (np.arange(num_classes, dtype=np.int32) * ipc)[:, None]
@@ -422,6 +580,10 @@ def partition_by_class(
     tol: float = 1e-4,
     class_batch_size: int | None = None,
     backend: str = "jax",
+    procedure: str = "reference",
+    init: str | None = None,
+    tol_mode: str | None = None,
+    empty: str | None = None,
 ) -> PartitionOutput:
     """Embed with an untrained network, then per-class k-means: the Blend partition (SPEC §3.1).
 
@@ -436,7 +598,8 @@ def partition_by_class(
       key: PRNG key of the k-means++ seeding.
       batch_size: images per forward pass of the embedding.
       method: ``apply_fn``'s method giving the embedding.
-      max_iterations, tol, class_batch_size, backend: see :func:`kmeans_by_class`.
+      max_iterations, tol, class_batch_size, backend, procedure, init, tol_mode, empty: see
+        :func:`kmeans_by_class`.
 
     Returns:
       A :class:`PartitionOutput` whose ``timings`` hold ``embed_s``, ``embed_compile_s``,
@@ -447,6 +610,8 @@ def partition_by_class(
     check_compile_s = check_images(x_NxHxWxC)
     lab = check_labels(y_N, num_classes, n=x_NxHxWxC.shape[0]).astype(np.int32)
     check_ipc(lab, num_classes, ipc)  # before the (long) embedding
+    resolve_kmeans_procedure(procedure, init=init, tol_mode=tol_mode, empty=empty,
+                             backend=backend)
     _check_batch_size(batch_size)
     feats, _, embed_compile_s = timed(
         embed_jitted, params, jnp.asarray(x_NxHxWxC), apply_fn=apply_fn,
@@ -456,7 +621,8 @@ def partition_by_class(
     embed_s = time.perf_counter() - t0 - embed_compile_s
     out = kmeans_by_class(
         feats, lab, num_classes=num_classes, ipc=ipc, key=key, max_iterations=max_iterations,
-        tol=tol, class_batch_size=class_batch_size, backend=backend,
+        tol=tol, class_batch_size=class_batch_size, backend=backend, procedure=procedure,
+        init=init, tol_mode=tol_mode, empty=empty,
     )
     timings = {"embed_s": embed_s, "embed_compile_s": embed_compile_s, **out.timings}
     return out._replace(timings=timings)
