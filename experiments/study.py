@@ -24,6 +24,7 @@ from their checkpoints, and the k-means partition of a seed is reloaded from
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import zlib
@@ -51,6 +52,7 @@ from experiments.plots import loss_histogram
 from experiments.report import write_report
 from experiments.seeds import SeedContext
 from jaxunlearn.evaluate import evaluate_unlearning
+from jaxunlearn.mia import PHI_MODES, SWAP_RULES
 from jaxunlearn.models import build_model, init_fn_for
 from jaxunlearn.unlearn import Method, available_methods, make_method, make_unlearn_data, run_method
 
@@ -157,6 +159,10 @@ def validate_config(cfg: StudyConfig) -> None:
                          f"{cfg.scenario!r}")
     if cfg.ipc < 1:
         raise ValueError(f"ipc must be >= 1, got {cfg.ipc}")
+    for name, value, allowed in (("mia.phi", cfg.mia.phi, PHI_MODES),
+                                 ("mia.swap", cfg.mia.swap, SWAP_RULES)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     if cfg.round_target not in ROUND_TARGETS:
         raise ValueError(f"round_target must be one of {ROUND_TARGETS}, got {cfg.round_target!r}")
 
@@ -210,7 +216,7 @@ def evaluate(cfg: StudyConfig, ctx: SeedContext, params: Any, forget) -> dict:
         ctx.apply_fn, params,
         retain=(s.train_x[forget.retain_idx], s.train_y[forget.retain_idx]),
         forget=(fx, fy), test=(s.test_x, s.test_y), seed=ctx.seed,
-        batch_size=cfg.eval_batch_size)
+        batch_size=cfg.eval_batch_size, mia_options=dataclasses.asdict(cfg.mia))
     # forget vs unseen losses for the report's histograms; "unseen" = the MIA's negatives
     # (evaluation-test examples of the classes present in the forget set).
     unseen = np.isin(s.test_y, np.unique(fy))

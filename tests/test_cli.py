@@ -48,3 +48,14 @@ def test_the_command_line_prints_the_error_without_a_traceback(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "--set ipc: expected int" in err
     assert "Traceback" not in err
+
+
+def test_the_mia_options_are_a_section_checked_before_any_work():
+    from experiments import study
+
+    cfg = _set('mia={"swap": "flip"}', "mia.standardize=true")
+    assert (cfg.mia.phi, cfg.mia.swap, cfg.mia.standardize) == ("reference", "flip", True)
+    with pytest.raises(ValueError, match="mia.swap must be one of"):
+        study.validate_config(_set("mia.swap=max"))
+    with pytest.raises(ValueError, match="--set mia.standardize: expected bool"):
+        _set("mia.standardize=1")

@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 from jaxunlearn.condense import blend_lr
 
 __all__ = ["PAPER_METHODS_DC", "RESNET50_METHODS", "RESNET50_METHODS_DC", "BlendSettings",
-           "Config", "NetSettings", "StudyConfig", "SCALES", "TrainSchedule", "apply_scale",
-           "cpu_blend_lr", "from_json", "merge_methods", "to_json", "use_model"]
+           "Config", "MIASettings", "NetSettings", "StudyConfig", "SCALES", "TrainSchedule",
+           "apply_scale", "cpu_blend_lr", "from_json", "merge_methods", "to_json", "use_model"]
 
 # The paper's values that change with condensation (SPEC §5), over the factories' defaults.
 PAPER_METHODS_DC: dict[str, dict[str, Any]] = {
@@ -96,6 +96,15 @@ class BlendSettings:
     momentum: float = 0.5
     weights: str = "sum"          # sum (reference) | softmax
     n_extractors: int = 1         # 1 (reference: one fixed φ) | more (a fresh φ per iteration)
+
+
+@dataclasses.dataclass
+class MIASettings:
+    """The MIA's options (:func:`jaxunlearn.mia.mia_score`); the reference's procedure."""
+
+    phi: str = "reference"        # reference (stable_phi's clamps) | exact
+    swap: str = "reference"       # reference (2nd attack vs the whole test split) | flip | none
+    standardize: bool = False     # False (reference: raw φ) | True (StandardScaler first)
 
 
 @dataclasses.dataclass
@@ -167,6 +176,7 @@ class StudyConfig(Config):
     # {model: {"method_hparams": ..., "method_hparams_dc": ...}}; see use_model
     model_method_hparams: dict = dataclasses.field(default_factory=dict)
     eval_batch_size: int = 512
+    mia: MIASettings = dataclasses.field(default_factory=MIASettings)
     save_params: bool = False                 # save each unlearned model's weights
 
     def method_of(self, name: str) -> str:
