@@ -1,4 +1,4 @@
-"""Dataset-condensation comparison: Blend against distribution matching (SPEC §3.4, paper §4.2).
+"""Dataset-condensation comparison: Blend against DM, GM and IDM (SPEC §3.4, paper §4.2).
 
     python -m experiments.dc_compare --workdir runs/dc_compare                   # embedded digits
     python -m experiments.dc_compare --workdir runs/dc_c10 --config cifar10 --data_dir D \\
@@ -16,13 +16,26 @@ is condensed to ``ipc`` images per class by
   the choice of the non-empty clusters and is timed as such). Its time is reported two ways:
   ``Blend (blend only)`` = split + blend (the reference's timer) and ``Blend (+partition)`` =
   embedding + k-means + split + blend.
-- **DM** (:func:`jaxunlearn.condense.distribution_matching`): synthetic pixels initialised from
-  real images, a freshly sampled random ConvNet (the same architecture as Blend's) every
-  iteration, per-class mean-embedding matching, SGD lr 1.0, momentum 0.5. Its budget is a
-  multiple (``dm_budgets``, default 1×, 10×, 100×) of Blend's end-to-end (+partition) time of
-  the same ipc and seed, turned into an **iteration count**: a 10-iteration calibration run
-  measures DM's seconds per iteration, and DM at budget b runs ``max(1, round(b · T_blend /
-  t_iter))`` iterations. All budgets share one key, so the 1× run is a prefix of the 10× one.
+- The reference's three baselines (``baselines``, default all three; ``cond.py`` runs them
+  with DSA, the differentiable siamese augmentation of :mod:`jaxunlearn.dsa`), all on the same
+  random ConvNet architecture as Blend's and with synthetic pixels initialised from real images:
+
+  - **DM** (:func:`jaxunlearn.dm.distribution_matching`): a freshly sampled random ConvNet every
+    iteration, per-class mean-embedding matching, SGD lr 1e-2 (the reference's; the DM paper's
+    1.0: ``--set dm.lr=1.0``), momentum 0.5, DSA (``--set dm.dsa=false`` drops it).
+  - **GM** (:func:`jaxunlearn.gm.gradient_matching`): per-class layer-wise gradient matching
+    against a fresh network per iteration that trains on the synthetic set between its outer
+    rounds (loops by ipc as the reference's), SGD lr 0.1 on the pixels, 0.01 on the network.
+  - **IDM** (:func:`jaxunlearn.idm.improved_distribution_matching`), as the reference executes
+    it: three fixed random ConvNets, mean-embedding matching plus the cross-entropy of the
+    augmented synthetic images (weight 1), SGD lr 1e-2, momentum 0.5.
+
+  Each baseline's budget is a multiple (``dm_budgets``, default 1×, 10×, 100×, the same for all
+  three) of Blend's end-to-end (+partition) time of the same ipc and seed, turned into an
+  **iteration count**: a short calibration run (``dm.calibration_iterations`` = 10,
+  ``gm.…`` = 2, ``idm.…`` = 10) measures its seconds per iteration, and at budget b it runs
+  ``max(1, round(b · T_blend / t_iter))`` iterations. All budgets of a baseline share one key,
+  so the 1× run is a prefix of the 10× one. Rows are ``dm_x1``, ``gm_x10``, ``idm_x100``, ….
 - **Random real images**: ``ipc`` real training images per class, drawn with a seeded generator.
 - **Full training set**: the upper bound (``--set full_data=false`` skips it).
 
@@ -35,17 +48,19 @@ is measured on the dataset's test split. Unlike the reference (40 evaluation epo
 set, 10 on the others'), no method gets a larger evaluation budget.
 
 Keys: the seed's keys by purpose (``experiments/seeds.py``), as in every study: the partition's
-ψ and k-means keys, Blend's extractor key, ``dm`` for DM, ``init`` and ``train`` for the
-evaluation ConvNet.
+ψ and k-means keys, Blend's extractor key, ``dm``, ``gm`` and ``idm`` for the baselines,
+``init`` and ``train`` for the evaluation ConvNet.
 
 Writes into ``--workdir``: ``config.json``, ``records.jsonl`` (one row per method × ipc × seed:
 ``method, ipc, seed, condense_s, partition_s, compile_s, iterations, test_acc, n_images`` and
-the stage times, the DM calibration and the evaluation budget), ``results.md`` (mean ± 95% CI
-over seeds) and ``blend_grid_ipc<ipc>.png`` (blended images beside their clusters' members, first
-seed). A rerun resumes: rows already in ``records.jsonl`` are not recomputed. The default run
-took 7.9 min on the 2-core CPU, most of it DM (its budgets sum to 111× Blend's time).
-Expected on digits (docs/reproduce.md): Blend above DM at the same time at ipc 10 and 50 (≈96.6%
-vs ≈94.9%, ≈98.7% vs ≈97.9%) and level with it at ipc 1 (≈85%), DM at 100× about level with
+the stage times, the baselines' calibration and the evaluation budget), ``results.md`` (mean ±
+95% CI over seeds) and ``blend_grid_ipc<ipc>.png`` (blended images beside their clusters'
+members, first seed). A rerun resumes: rows already in ``records.jsonl`` are not recomputed.
+Before GM, IDM and DSA were added, the default run took 7.9 min on the 2-core CPU, most of it
+DM (its budgets sum to 111× Blend's time); each baseline now costs about that much again (not
+yet measured). Expected on digits with DM without DSA at lr 1.0 (docs/reproduce.md; to be rerun
+with the reference's settings): Blend above DM at the same time at ipc 10 and 50 (≈96.6% vs
+≈94.9%, ≈98.7% vs ≈97.9%) and level with it at ipc 1 (≈85%), DM at 100× about level with
 Blend, both above random real images (ipc 1: ≈70%); Blend's weights stay close to uniform (the
 loss hardly moves in 20 iterations), so its images are nearly cluster means.
 
@@ -54,8 +69,9 @@ Approximate or scaled down, and why:
 - Times are wall-clock on a shared CPU (run times exclude compilation, reported apart; every
   compiled program is run once untimed per ipc and process first, so one-off first-execution
   costs are not counted as Blend's time or DM's per-iteration time). DM's iteration counts come
-  from a measured per-iteration time, so a DM run's actual time is near, not exactly, its budget:
-  both are recorded.
+  from a measured per-iteration time, so a baseline's actual time is near, not exactly, its
+  budget: both are recorded. A GM iteration (a fresh network, its outer rounds and inner
+  training) can exceed a small budget on its own: it then runs one iteration.
 - Digits: 8×8 images, so the random ConvNets (ψ, φ, DM's extractors) and the evaluation ConvNet
   have depth 2 and width 64 (the digits study's model; depth 3 would pool 8×8 to 1×1). Width 64
   rather than the paper's 128 keeps the default run to minutes: DM's 100× budget makes the run
@@ -63,9 +79,11 @@ Approximate or scaled down, and why:
   rows of a batch are computed too, so a larger batch would only cost time on the small sets)
   replaces DM's 1,000 epochs of batch 256 on the synthetic set. CIFAR-10 uses the paper's
   ConvNet-3 (width 128).
-- The paper compares at ipc 2 and 10 with DM/IDM at 20,000 iterations and gradient matching;
-  here DM only, at budgets tied to Blend's time (20,000 iterations are about a day on a CPU at
-  ipc 10). Digits' smallest training class holds 87 images, so ipc 50 is valid.
+- The paper compares at ipc 2 and 10 with DM/IDM at 20,000 iterations and gradient matching at
+  1,000; here all three at budgets tied to Blend's time (20,000 DM iterations are about a day on
+  a CPU at ipc 10). Digits' smallest training class holds 87 images, so ipc 50 is valid. GM's
+  loops are defined for ipc ≤ 5, 10, 20, …, 50 only (as the reference's): another ipc with GM
+  selected is rejected up front (``--set 'baselines=["dm","idm"]'`` skips GM).
 """
 
 from __future__ import annotations
@@ -82,7 +100,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import cli
-from experiments.condensation import convnet
+from experiments.condensation import convnet, kmeans_options
 from experiments.configs.base import BlendSettings, Config, NetSettings
 from experiments.io import (
     append_record,
@@ -97,24 +115,59 @@ from experiments.plots import blend_grid_from_output
 from experiments.report import format_ci
 from experiments.seeds import load_study_dataset, partition_keys, seed_keys
 from jaxunlearn import train
-from jaxunlearn.condense import blend_clusters, blend_lr, distribution_matching
+from jaxunlearn.condense import blend_clusters
+from jaxunlearn.dm import distribution_matching
+from jaxunlearn.gm import gm_loops, gradient_matching
+from jaxunlearn.idm import improved_distribution_matching
 from jaxunlearn.metrics import accuracy
 from jaxunlearn.models import init_fn_for, init_params
 from jaxunlearn.partition import partition_by_class
 
-__all__ = ["CONFIGS", "DCCompareConfig", "DMSettings", "EvalSettings", "get_config", "main",
-           "results_table", "run"]
+__all__ = ["BASELINES", "CONFIGS", "DCCompareConfig", "DMSettings", "EvalSettings", "GMSettings",
+           "IDMSettings", "get_config", "main", "results_table", "run"]
 
 CONFIGS = ("digits", "cifar10", "cinic10", "svhn", "synthetic")  # --config
+BASELINES = ("dm", "gm", "idm")  # the reference's cond.py runs all three after Blend
 
 
 @dataclasses.dataclass
 class DMSettings:
-    """Distribution matching's optimisation (SPEC §3.4)."""
+    """Distribution matching's optimisation (SPEC §3.4): the reference's cond.py values.
 
-    lr: float = 1.0
+    ``lr=1.0`` (with ``dsa=false``) is the DM paper's setting and this study's before DSA.
+    """
+
+    lr: float = 1e-2
     momentum: float = 0.5
     batch_real: int = 256
+    dsa: bool = True
+    calibration_iterations: int = 10
+
+
+@dataclasses.dataclass
+class GMSettings:
+    """Gradient matching (the reference's cond.py: lr_img 0.1, lr_net 0.01, DSA, 'ours')."""
+
+    lr: float = 0.1
+    lr_net: float = 0.01
+    momentum: float = 0.5
+    batch_real: int = 256
+    batch_train: int = 256
+    dsa: bool = True
+    class_batch: int | None = None  # classes whose real gradients are computed at once
+    calibration_iterations: int = 2
+
+
+@dataclasses.dataclass
+class IDMSettings:
+    """IDM as the reference executes it (cond.py: lr_img 1e-2, 3 fixed nets, CE weight 1, DSA)."""
+
+    lr: float = 1e-2
+    momentum: float = 0.5
+    batch_real: int = 256
+    num_nets: int = 3
+    ce_weight: float = 1.0
+    dsa: bool = True
     calibration_iterations: int = 10
 
 
@@ -135,16 +188,19 @@ class EvalSettings:
 class DCCompareConfig(Config):
     """The comparison's settings; see the module docstring for values and reasons."""
 
-    GROWABLE: ClassVar[tuple[str, ...]] = ("seeds", "ipcs", "dm_budgets", "full_data",
-                                           "data_dir", "notes")
+    GROWABLE: ClassVar[tuple[str, ...]] = ("seeds", "ipcs", "dm_budgets", "baselines",
+                                           "full_data", "data_dir", "notes")
 
     name: str = "dc_compare"
     ipcs: tuple = (1, 10, 50)
-    dm_budgets: tuple = (1, 10, 100)       # multiples of Blend's (+partition) time
+    dm_budgets: tuple = (1, 10, 100)       # multiples of Blend's (+partition) time, every baseline
+    baselines: tuple = BASELINES            # which of DM, GM, IDM to run
     full_data: bool = True                  # the full-training-set upper bound
     blend: BlendSettings = dataclasses.field(
         default_factory=lambda: BlendSettings(iterations=20))  # lr: blend_lr(ipc)
     dm: DMSettings = dataclasses.field(default_factory=DMSettings)
+    gm: GMSettings = dataclasses.field(default_factory=GMSettings)
+    idm: IDMSettings = dataclasses.field(default_factory=IDMSettings)
     eval: EvalSettings = dataclasses.field(default_factory=EvalSettings)
 
 
@@ -183,6 +239,19 @@ def _validate(cfg: DCCompareConfig) -> None:
         raise ValueError(f"eval steps and batch_size must be positive integers; got {steps}, {bs}")
     if cfg.blend.iterations < 1 or cfg.dm.calibration_iterations < 1:
         raise ValueError("blend iterations and dm calibration_iterations must be >= 1")
+    unknown = [b for b in cfg.baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"baselines: expected some of {list(BASELINES)}, got {list(unknown)}")
+    for b in cfg.baselines:
+        if getattr(cfg, b).calibration_iterations < 1:
+            raise ValueError(f"{b} calibration_iterations must be >= 1")
+
+
+def _check_gm_loops(cfg: DCCompareConfig) -> None:
+    """GM's loops are the reference's table: ipc <= 5, 10, 20, ..., 50 (else a ValueError)."""
+    if "gm" in cfg.baselines:
+        for ipc in cfg.ipcs:
+            gm_loops(ipc)
 
 
 def _check_ipcs(cfg: DCCompareConfig, y_train: np.ndarray, num_classes: int) -> None:
@@ -204,13 +273,13 @@ def _blend(cfg, net, init_fn, x, y, num_classes, ipc, seed):
     keys = seed_keys(seed)
     psi_key, kmeans_key = partition_keys(keys)
     part = partition_by_class(net.apply, init_fn(psi_key), x, y, num_classes=num_classes,
-                              ipc=ipc, key=kmeans_key)
+                              ipc=ipc, key=kmeans_key, **kmeans_options(cfg))
     t0 = time.perf_counter()
     # no forget request: every non-empty cluster is free (empty k-means clusters are skipped)
     free = np.flatnonzero(np.asarray(part.sizes) > 0).astype(np.int32)
     split_s = time.perf_counter() - t0
     out = blend_clusters(net.apply, init_fn, x, y, part.cluster_ids, free,
-                         key=keys["extractor"], ipc=ipc, lr=blend_lr(ipc),
+                         key=keys["extractor"], ipc=ipc,  # blend.lr None: blend_lr(ipc)
                          **dataclasses.asdict(cfg.blend))
     t = {**part.timings, **out.timings}
     stages = {
@@ -229,7 +298,29 @@ def _dm(cfg, net, init_fn, x, y, num_classes, ipc, seed, iterations):
     return distribution_matching(net.apply, init_fn, x, y, num_classes=num_classes, ipc=ipc,
                                  key=jax.random.fold_in(seed_keys(seed)["dm"], ipc),
                                  iterations=int(iterations), lr=dm.lr, momentum=dm.momentum,
-                                 batch_real=dm.batch_real)
+                                 batch_real=dm.batch_real, dsa=dm.dsa)
+
+
+def _gm(cfg, net, init_fn, x, y, num_classes, ipc, seed, iterations):
+    gm = cfg.gm
+    return gradient_matching(net.apply, init_fn, x, y, num_classes=num_classes, ipc=ipc,
+                             key=jax.random.fold_in(seed_keys(seed)["gm"], ipc),
+                             iterations=int(iterations), lr=gm.lr, lr_net=gm.lr_net,
+                             momentum=gm.momentum, batch_real=gm.batch_real,
+                             batch_train=gm.batch_train, class_batch=gm.class_batch, dsa=gm.dsa)
+
+
+def _idm(cfg, net, init_fn, x, y, num_classes, ipc, seed, iterations):
+    idm = cfg.idm
+    return improved_distribution_matching(
+        net.apply, init_fn, x, y, num_classes=num_classes, ipc=ipc,
+        key=jax.random.fold_in(seed_keys(seed)["idm"], ipc), iterations=int(iterations),
+        lr=idm.lr, momentum=idm.momentum, batch_real=idm.batch_real, num_nets=idm.num_nets,
+        ce_weight=idm.ce_weight, dsa=idm.dsa)
+
+
+# name -> (run, label in the results table); each output has timings {name}_s, {name}_compile_s
+_BASELINE_RUNS = {"dm": (_dm, "DM"), "gm": (_gm, "GM"), "idm": (_idm, "IDM")}
 
 
 def _random_real(y: np.ndarray, num_classes: int, ipc: int, seed: int) -> np.ndarray:
@@ -277,8 +368,13 @@ def _evaluator(cfg: DCCompareConfig, model: Any, ds: Any):
 # The comparison
 
 
+def _baseline_name(name: str, b: float) -> str:
+    """A baseline's row at budget b: ``dm_x10``, ``gm_x1``, ``idm_x100``."""
+    return f"{name}_x{b:g}"
+
+
 def _dm_name(b: float) -> str:
-    return f"dm_x{b:g}"
+    return _baseline_name("dm", b)
 
 
 class _Context:
@@ -295,7 +391,7 @@ class _Context:
         self.base = {"dataset": ds.name, "n_train": int(len(self.y)),
                      "n_test": int(len(ds.y_test))}
         self.done = {(r["method"], r["ipc"], int(r["seed"])): r
-                     for r in load_records(paths.records)}
+                     for r in load_records(paths.records, ("method", "ipc", "seed"))}
         # Each compiled program runs once untimed per ipc and process (first executions pay
         # one-off costs); its compile seconds are charged to the first row that needed it.
         self.warmed: set = set()
@@ -318,15 +414,20 @@ class _Context:
         st["compile_s"] += warm_compile
         return out, st
 
-    def dm(self, ipc: int, seed: int, iterations: int, warm: bool = False):
-        run = lambda: _dm(self.cfg, self.net, self.init_fn, self.x, self.y, self.C, ipc, seed,
-                          iterations)
+    def baseline(self, name: str, ipc: int, seed: int, iterations: int, warm: bool = False):
+        """Run baseline ``name`` (dm, gm, idm); returns (output, compile seconds)."""
+        fn = _BASELINE_RUNS[name][0]
+        run = lambda: fn(self.cfg, self.net, self.init_fn, self.x, self.y, self.C, ipc, seed,
+                         iterations)
         warm_compile = 0.0
-        if warm and ("dm", ipc) not in self.warmed:
-            warm_compile = run().timings["dm_compile_s"]
-            self.warmed.add(("dm", ipc))
+        if warm and (name, ipc) not in self.warmed:
+            warm_compile = run().timings[f"{name}_compile_s"]
+            self.warmed.add((name, ipc))
         out = run()
-        return out, out.timings["dm_compile_s"] + warm_compile
+        return out, out.timings[f"{name}_compile_s"] + warm_compile
+
+    def dm(self, ipc: int, seed: int, iterations: int, warm: bool = False):
+        return self.baseline("dm", ipc, seed, iterations, warm)
 
 
 def _blend_row(ctx: _Context, ipc: int, seed: int, params0: Any) -> None:
@@ -346,29 +447,45 @@ def _blend_row(ctx: _Context, ipc: int, seed: int, params0: Any) -> None:
         f"(+{st['compile_s']:.1f}s compile), test acc {ev['test_acc']:.1f}%")
 
 
-def _dm_rows(ctx: _Context, ipc: int, seed: int, params0: Any, budgets: list) -> None:
-    """DM at each budget b × Blend's (+partition) time, as a calibrated iteration count."""
+def _baseline_rows(ctx: _Context, name: str, ipc: int, seed: int, params0: Any,
+                   budgets: list) -> None:
+    """Baseline ``name`` at each budget b × Blend's (+partition) time, as a calibrated
+    iteration count (the same rule for DM, GM and IDM).
+
+    Records ``{name}_budget_s``, ``{name}_iter_s``, ``{name}_base_iterations`` (DM's keys as
+    before) and the same values under ``budget_s``, ``iter_s``, ``base_iterations``.
+    """
+    label = _BASELINE_RUNS[name][1]
     b_rec = ctx.done[("blend", ipc, seed)]
     budget_s = b_rec["condense_s"] + b_rec["partition_s"]
-    calib_it = int(ctx.cfg.dm.calibration_iterations)
-    calib, compile_s = ctx.dm(ipc, seed, calib_it, warm=True)
-    iter_s = calib.timings["dm_s"] / calib_it
+    calib_it = int(getattr(ctx.cfg, name).calibration_iterations)
+    calib, compile_s = ctx.baseline(name, ipc, seed, calib_it, warm=True)
+    iter_s = calib.timings[f"{name}_s"] / calib_it
     base_it = budget_s / iter_s
     for b in budgets:
         its = max(1, round(b * base_it))
-        out, c_s = ctx.dm(ipc, seed, its)
+        out, c_s = ctx.baseline(name, ipc, seed, its)
         compile_s += c_s
         ev = ctx.evaluate(params0, np.asarray(out.images), np.asarray(out.labels), seed)
-        ctx.write({"method": _dm_name(b), "ipc": ipc, "seed": seed, "budget": float(b),
-                   "dm_budget_s": b * budget_s, "dm_iter_s": iter_s,
-                   "dm_base_iterations": base_it, "iterations": its,
-                   "condense_s": out.timings["dm_s"], "partition_s": 0.0,
+        extra = {"gm_loops": list(out.loops)} if name == "gm" else {}
+        ctx.write({"method": _baseline_name(name, b), "ipc": ipc, "seed": seed,
+                   "baseline": name, "budget": float(b),
+                   f"{name}_budget_s": b * budget_s, f"{name}_iter_s": iter_s,
+                   f"{name}_base_iterations": base_it, "budget_s": b * budget_s,
+                   "iter_s": iter_s, "base_iterations": base_it, "iterations": its,
+                   "condense_s": out.timings[f"{name}_s"], "partition_s": 0.0,
                    "compile_s": compile_s, "n_images": int(out.images.shape[0]),
                    "loss_first": float(out.loss_history[0]),
-                   "loss_last": float(out.loss_history[-1]), **ev})
+                   "loss_last": float(out.loss_history[-1]), **extra, **ev})
         compile_s = 0.0
-        log(f"seed {seed} ipc {ipc} DM {b:g}x: {its} iterations in {out.timings['dm_s']:.2f}s "
-            f"(budget {b * budget_s:.2f}s), test acc {ev['test_acc']:.1f}%")
+        log(f"seed {seed} ipc {ipc} {label} {b:g}x: {its} iterations in "
+            f"{out.timings[f'{name}_s']:.2f}s (budget {b * budget_s:.2f}s), test acc "
+            f"{ev['test_acc']:.1f}%")
+
+
+def _dm_rows(ctx: _Context, ipc: int, seed: int, params0: Any, budgets: list) -> None:
+    """DM at each budget b × Blend's (+partition) time, as a calibrated iteration count."""
+    _baseline_rows(ctx, "dm", ipc, seed, params0, budgets)
 
 
 def _real_row(ctx: _Context, ipc: int | None, seed: int, params0: Any) -> None:
@@ -387,14 +504,16 @@ def run(cfg: DCCompareConfig, workdir: str) -> list[dict]:
     """Run the comparison ``cfg`` into ``workdir`` (resuming); return all its records.
 
     Raises:
-      ValueError: bad settings, an unknown dataset, an ipc larger than a class, a workdir that
-        is a file or holds a comparison with another configuration.
+      ValueError: bad settings, an unknown dataset, an ipc larger than a class, an ipc without
+        GM loops in the reference while GM is selected, a workdir that is a file or holds a
+        comparison with another configuration.
       DatasetNotFoundError: the dataset's files are not in ``data_dir`` (within seconds).
     """
     _validate(cfg)
     check_workdir(workdir)
     ds = load_study_dataset(cfg, download=False)
     _check_ipcs(cfg, ds.y_train, ds.num_classes)
+    _check_gm_loops(cfg)
     paths = prepare_workdir(workdir)
     save_config(cfg, paths.config)
     ctx = _Context(cfg, paths, ds)
@@ -407,9 +526,11 @@ def run(cfg: DCCompareConfig, workdir: str) -> list[dict]:
                 _real_row(ctx, ipc, seed, params0)
             if not ctx.has("blend", ipc, seed):
                 _blend_row(ctx, ipc, seed, params0)
-            pending = [b for b in cfg.dm_budgets if not ctx.has(_dm_name(b), ipc, seed)]
-            if pending:
-                _dm_rows(ctx, ipc, seed, params0, pending)
+            for name in cfg.baselines:
+                pending = [b for b in cfg.dm_budgets
+                           if not ctx.has(_baseline_name(name, b), ipc, seed)]
+                if pending:
+                    _baseline_rows(ctx, name, ipc, seed, params0, pending)
         atomic_write(paths.results, results_table(load_records(paths.records), cfg))
     records = load_records(paths.records)
     atomic_write(paths.results, results_table(records, cfg))
@@ -425,16 +546,21 @@ def results_table(records: list[dict], cfg: DCCompareConfig) -> str:
     e = cfg.eval
     ds = records[0] if records else {}
     lines = [
-        f"# Dataset condensation: Blend vs distribution matching ({cfg.dataset})", "",
+        f"# Dataset condensation: Blend vs DM, GM and IDM ({cfg.dataset})", "",
         f"Training split {ds.get('n_train', '?')} images, test split {ds.get('n_test', '?')}. "
         f"Every set trains the same ConvNet (width {e.width}) from the same initialisation "
         f"per seed for {e.steps} SGD steps (batch {e.batch_size}, lr {e.lr}, "
         "cosine; up to one epoch more or less, see `eval_steps` in the records).",
-        f"Blend: {cfg.blend.iterations} iterations, lr = blend_lr(ipc). DM budget: "
-        "b × Blend's (+partition) time of the same ipc and seed, as an iteration count from a "
-        f"measured per-iteration time ({cfg.dm.calibration_iterations}-iteration "
-        "calibration; iterations: mean [min, max] over seeds). Times are run seconds without "
-        "compilation (compile summed over seeds apart: each program compiles once per process).",
+        f"Blend: {cfg.blend.iterations} iterations, lr = blend_lr(ipc). Budget of DM "
+        f"(lr {cfg.dm.lr:g}, DSA {cfg.dm.dsa}), GM (lr {cfg.gm.lr:g}, lr_net {cfg.gm.lr_net:g}, "
+        f"DSA {cfg.gm.dsa}) and IDM (lr {cfg.idm.lr:g}, {cfg.idm.num_nets} nets, DSA "
+        f"{cfg.idm.dsa}): b × Blend's (+partition) time of the same ipc and seed, as an "
+        "iteration count from a measured per-iteration time (calibration runs of "
+        f"{cfg.dm.calibration_iterations}, {cfg.gm.calibration_iterations} and "
+        f"{cfg.idm.calibration_iterations} iterations; iterations: mean [min, max] over seeds; "
+        "a GM iteration is a fresh network and its outer/inner loops). Times are run seconds "
+        "without compilation (compile summed over seeds apart: each program compiles once per "
+        "process).",
         "",
         "| method | ipc | images | iterations | condense s | compile s (sum) | test acc (%) "
         "| seeds |",
@@ -469,9 +595,10 @@ def results_table(records: list[dict], cfg: DCCompareConfig) -> str:
         if rs := group("blend"):
             row("Blend (blend only)", rs, lambda r: r["condense_s"])
             row("Blend (+partition)", rs, lambda r: r["condense_s"] + r["partition_s"])
-        for b in budgets:
-            if rs := group(_dm_name(b)):
-                row(f"DM ({b:g}× Blend time)", rs, lambda r: r["condense_s"])
+        for name, (_, label) in _BASELINE_RUNS.items():
+            for b in budgets:
+                if rs := group(_baseline_name(name, b)):
+                    row(f"{label} ({b:g}× Blend time)", rs, lambda r: r["condense_s"])
     if rs := [r for r in records if r["method"] == "full_data"]:
         row("Full training set", rs, None)
     return "\n".join(lines) + "\n"

@@ -26,7 +26,8 @@ __all__ = ["PURPOSES", "SeedContext", "load_study_dataset", "make_forget", "part
            "synthetic_dataset"]
 
 # Purposes of a seed's keys, in the order of their fold-in index: append, never reorder.
-PURPOSES = ("data", "init", "train", "partition", "extractor", "forget", "unlearn", "mia", "dm")
+PURPOSES = ("data", "init", "train", "partition", "extractor", "forget", "unlearn", "mia", "dm",
+            "gm", "idm")
 
 
 def seed_keys(seed: int) -> dict[str, jax.Array]:

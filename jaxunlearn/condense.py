@@ -1,4 +1,4 @@
-"""Blend dataset condensation (SPEC §3.2–3.3) and the distribution-matching baseline (§3.4).
+"""Blend dataset condensation (SPEC §3.2–3.3); DM is re-exported from :mod:`jaxunlearn.dm`.
 
 Given the partition of :mod:`jaxunlearn.partition` and a forget request:
 
@@ -29,9 +29,10 @@ Shared pieces live in the module a reader would open for them: the extractors' f
 ``init_fn`` in :mod:`jaxunlearn.models` (:func:`~jaxunlearn.models.batched_features`,
 :func:`~jaxunlearn.models.init_fn_for`), the per-class row table in :mod:`jaxunlearn.partition`,
 the input checks in :mod:`jaxunlearn.checks`, ahead-of-time compilation timed apart in
-:mod:`jaxunlearn.timing`, DM's per-class draw without replacement in :mod:`jaxunlearn.train`
-(:func:`~jaxunlearn.train.sample_without_replacement`) and its masked mean in
-:func:`jaxunlearn.losses.weighted_mean`.
+:mod:`jaxunlearn.timing`. The condensation baselines of SPEC §3.4 have their own modules:
+:mod:`jaxunlearn.dm` (distribution matching, re-exported here), :mod:`jaxunlearn.gm` (gradient
+matching), :mod:`jaxunlearn.idm` (improved distribution matching) and their augmentation
+:mod:`jaxunlearn.dsa`.
 
 Measured (``bench/condense.py``, ConvNet-3, shared 2-core CPU): one Blend iteration on a chunk
 of 1024 clusters costs 1.00× a forward + input-gradient pass of 1024 images, and the targets
@@ -51,12 +52,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxunlearn.checks import check_images, check_index_set, check_ipc, check_labels
-from jaxunlearn.losses import weighted_mean
+from jaxunlearn.checks import check_images, check_index_set
+
+# DM moved to its own module; re-exported so ``from jaxunlearn.condense import
+# distribution_matching`` keeps working.
+from jaxunlearn.dm import DMOutput, distribution_matching, dm_step_jitted  # noqa: E402,F401
 from jaxunlearn.models import apply_features, batched_features
-from jaxunlearn.partition import PartitionOutput, class_index_table
+from jaxunlearn.partition import PartitionOutput
 from jaxunlearn.timing import compile_ahead, timed
-from jaxunlearn.train import sample_without_replacement
 
 __all__ = [
     "BlendOutput",
@@ -715,153 +718,3 @@ def condense(
         "reduction": 1.0 - split.reduced_size / split.n_retain,
     }
     return CondenseOutput(x_red, y_red, split, blend, sizes, timings)
-
-
-# ----------------------------------------------------------------------------------------------
-# Distribution matching baseline (SPEC §3.4)
-# ----------------------------------------------------------------------------------------------
-
-
-class DMOutput(NamedTuple):
-    """Synthetic set of distribution matching.
-
-    Attributes:
-      images: ``[C * ipc, h, w, c]`` synthetic images, class-major.
-      labels: ``[C * ipc]`` int32.
-      loss_history: ``[iterations]`` matching loss before each update.
-      timings: ``{"dm_s", "dm_compile_s"}``.
-    """
-
-    images: jax.Array
-    labels: jax.Array
-    loss_history: np.ndarray
-    timings: dict[str, float]
-
-
-@partial(
-    jax.jit,
-    static_argnames=("apply_fn", "init_fn", "batch_real", "batch_size", "method"),
-    donate_argnames=("syn", "buf"),
-)
-def dm_step_jitted(
-    syn, buf, it, key, x, idx_CxN, counts_C, lr, momentum,
-    *, apply_fn, init_fn, batch_real, batch_size, method,
-):
-    """One DM iteration (the jitted core of :func:`distribution_matching`).
-
-    Args:
-      syn, buf: synthetic images ``[C * ipc, h, w, c]`` (class-major) and their momentum buffer.
-      it: iteration index (folds into ``key`` for the extractor and the real batch).
-      key: the run's DM key.
-      x: real images ``[n, h, w, c]``; idx_CxN / counts_C: per-class row table and sizes.
-
-    Returns:
-      ``(syn, buf, loss)`` after one SGD-momentum step; ``loss`` is the value before it.
-    """
-    C, n_max = idx_CxN.shape
-    ipc = syn.shape[0] // C
-    b = min(batch_real, n_max)
-    k_net, k_real = jax.random.split(jax.random.fold_in(key, it))
-    params = init_fn(k_net)
-    ridx, rw = _sample_per_class(k_real, idx_CxN, counts_C, b)
-    f = batched_features(apply_fn, params, x[ridx.reshape(-1)], batch_size, method)
-    mu_real = weighted_mean(f.reshape(C, b, -1), rw.astype(f.dtype))  # [C, d]
-
-    def loss_fn(s):
-        mu_syn = jnp.mean(apply_features(apply_fn, params, s, method).reshape(C, ipc, -1), axis=1)
-        return jnp.sum(jnp.square(mu_real - mu_syn))
-
-    loss, g = jax.value_and_grad(loss_fn)(syn)
-    buf = momentum * buf + g
-    return syn - lr * buf, buf, loss
-
-
-@partial(jax.jit, static_argnames=("ipc",))
-def _dm_init(key, x, idx_CxN, counts_C, *, ipc):
-    """Initial synthetic images (``ipc`` distinct real images per class), momentum, run key."""
-    k_init, k_run = jax.random.split(key)
-    syn = x[_sample_per_class(k_init, idx_CxN, counts_C, ipc)[0].reshape(-1)]
-    return syn, jnp.zeros_like(syn), k_run
-
-
-def _sample_per_class(key, idx_CxN, counts_C, m):
-    """``m`` distinct members per class (all of a smaller class, then weight 0): ``[C, m]``."""
-    valid = jnp.arange(idx_CxN.shape[1])[None, :] < counts_C[:, None]
-    pos, w = sample_without_replacement(key, valid, m)
-    return jnp.take_along_axis(idx_CxN, pos, axis=1), w
-
-
-def distribution_matching(
-    apply_fn: ApplyFn,
-    init_fn: InitFn,
-    x_NxHxWxC: jax.Array,
-    y_N: Any,
-    *,
-    num_classes: int,
-    ipc: int,
-    key: jax.Array,
-    iterations: int,
-    lr: float = 1.0,
-    momentum: float = 0.5,
-    batch_real: int = 256,
-    batch_size: int = 1024,
-    method: str | None = "features",
-) -> DMOutput:
-    """Distribution matching (Zhao & Bilen 2023), the condensation baseline of SPEC §3.4.
-
-    Synthetic images start as ``ipc`` distinct real images of each class; every iteration samples
-    a fresh random extractor ``init_fn(fold_in(key, it))`` and ``batch_real`` real images per
-    class, and takes one SGD-momentum step on the pixels of
-    Σ_c ‖mean φ(real_c) − mean φ(syn_c)‖². No differentiable augmentation (none is used
-    anywhere in the reference of the paper).
-
-    Args:
-      apply_fn, init_fn: the extractor's architecture (see :func:`blend_clusters`).
-      x_NxHxWxC, y_N: real images ``[n, h, w, c]`` and labels ``[n]``.
-      num_classes: ``C``; every class needs at least ``ipc`` images.
-      ipc: synthetic images per class.
-      key: PRNG key (initial images, extractors, real batches).
-      iterations: SGD iterations.
-      lr, momentum: SGD hyper-parameters (1.0, 0.5).
-      batch_real: real images per class per iteration (all of a smaller class).
-      batch_size: images per forward pass of the real images (bounds activation memory).
-      method: ``apply_fn``'s method giving the embedding.
-
-    Returns:
-      A :class:`DMOutput` (class-major images and labels).
-    """
-    jax.block_until_ready(x_NxHxWxC)  # pending upstream work is not this stage's time
-    t0 = time.perf_counter()
-    check_compile_s = check_images(x_NxHxWxC)
-    lab = check_labels(y_N, num_classes, n=x_NxHxWxC.shape[0]).astype(np.int32)
-    counts = check_ipc(lab, num_classes, ipc)
-    if iterations < 0 or batch_real < 1 or batch_size < 1:
-        raise ValueError(
-            "expected iterations >= 0, batch_real >= 1, batch_size >= 1; got "
-            f"{iterations}, {batch_real}, {batch_size}"
-        )
-    idx, _ = class_index_table(lab, num_classes, counts)
-    x_dev = jnp.asarray(x_NxHxWxC)
-    idx_d, counts_d = jnp.asarray(idx), jnp.asarray(counts, jnp.int32)
-    (syn, buf, k_run), _, init_compile_s = timed(_dm_init, key, x_dev, idx_d, counts_d,
-                                                 ipc=int(ipc))
-    args = lambda s, b, it: (s, b, jnp.int32(it), k_run, x_dev, idx_d, counts_d,
-                             jnp.float32(lr), jnp.float32(momentum))
-    static = dict(apply_fn=apply_fn, init_fn=init_fn, batch_real=int(batch_real),
-                  batch_size=int(batch_size), method=method)
-    # A host loop of one compiled step: XLA:CPU runs convolutions ≈1.4× slower inside a
-    # while loop (lax.scan) than as a top-level program, which would handicap the baseline.
-    step, compile_s = (compile_ahead(dm_step_jitted, *args(syn, buf, 0), **static) if iterations
-                       else (None, 0.0))
-    compile_s += check_compile_s + init_compile_s
-    losses = []
-    for it in range(iterations):
-        syn, buf, loss = step(*args(syn, buf, it))
-        losses.append(loss)
-    syn = jax.block_until_ready(syn)
-    labels = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), ipc)
-    wall = time.perf_counter() - t0
-    return DMOutput(
-        syn, labels, np.asarray(jnp.stack(losses) if losses else np.zeros(0), np.float64),
-        {"dm_s": wall - compile_s, "dm_compile_s": compile_s},
-    )

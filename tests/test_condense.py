@@ -307,8 +307,10 @@ def test_distribution_matching_reduces_its_loss(net):
     imgs0 = np.asarray(start.images)
     for i, c in enumerate(np.asarray(start.labels)):
         assert np.isclose(x[y == c], imgs0[i]).all(axis=(1, 2, 3)).any()
+    # The DM paper's options (lr 1.0, no DSA); the reference's defaults: test_dc_baselines.py.
     out = distribution_matching(apply_fn, init_fn, x, y, num_classes=C, ipc=ipc,
-                                key=jax.random.key(0), iterations=60, batch_real=16)
+                                key=jax.random.key(0), iterations=60, batch_real=16,
+                                lr=1.0, dsa=False)
     chex.assert_shape(out.images, (C * ipc, 8, 8, 3))
     np.testing.assert_array_equal(np.asarray(out.labels), np.repeat(np.arange(C), ipc))
 

@@ -19,6 +19,8 @@ def _tiny(seeds=(0,), ipcs=(1, 2)):
     cfg.condense_net = NetSettings(width=16, depth=2)
     cfg.eval = dataclasses.replace(cfg.eval, width=16, steps=40)
     cfg.dm = dataclasses.replace(cfg.dm, calibration_iterations=3)
+    cfg.gm = dataclasses.replace(cfg.gm, calibration_iterations=1)
+    cfg.idm = dataclasses.replace(cfg.idm, calibration_iterations=3)
     return cfg
 
 
@@ -31,8 +33,9 @@ def tiny_run(tmp_path_factory):
 def test_records_and_numbers(tiny_run):
     workdir, records = tiny_run
     by = {(r["method"], r["ipc"], r["seed"]): r for r in records}
+    baselines = [f"{n}_x{b}" for n in ("dm", "gm", "idm") for b in (1, 10)]
     expected = {("full_data", None, 0)} | {
-        (m, ipc, 0) for ipc in (1, 2) for m in ("random_real", "blend", "dm_x1", "dm_x10")}
+        (m, ipc, 0) for ipc in (1, 2) for m in ("random_real", "blend", *baselines)}
     assert set(by) == expected and len(records) == len(expected)
     for r in records:
         for field in ("method", "ipc", "seed", "condense_s", "partition_s", "compile_s",
@@ -51,17 +54,21 @@ def test_records_and_numbers(tiny_run):
         assert blend["loss_last"] < blend["loss_first"]  # Blend lowered its matching loss
         assert blend["test_acc"] > 30.0  # chance is 10% on ten classes
         assert by[("random_real", ipc, 0)]["n_images"] == 10 * ipc
-        # DM's budget is b × Blend's (+partition) time as a calibrated iteration count
+        # each baseline's budget is b × Blend's (+partition) time as a calibrated iteration
+        # count, the same rule for DM, GM and IDM (DM's record keys kept)
         budget = blend["condense_s"] + blend["partition_s"]
-        d1, d10 = by[("dm_x1", ipc, 0)], by[("dm_x10", ipc, 0)]
-        for b, d in ((1, d1), (10, d10)):
-            assert d["n_images"] == 10 * ipc
-            assert d["dm_budget_s"] == pytest.approx(b * budget)
-            assert d["dm_base_iterations"] == pytest.approx(budget / d["dm_iter_s"])
-            assert d["iterations"] == max(1, round(b * d["dm_base_iterations"]))
-        assert d10["iterations"] >= d1["iterations"]
-        if d1["dm_base_iterations"] >= 3:  # away from the max(1, ·) floor: ≈ 10× the iterations
-            assert d10["iterations"] / d1["iterations"] == pytest.approx(10, rel=0.2)
+        for n in ("dm", "gm", "idm"):
+            d1, d10 = by[(f"{n}_x1", ipc, 0)], by[(f"{n}_x10", ipc, 0)]
+            for b, d in ((1, d1), (10, d10)):
+                assert d["n_images"] == 10 * ipc and d["baseline"] == n
+                assert d[f"{n}_budget_s"] == d["budget_s"] == pytest.approx(b * budget)
+                assert d[f"{n}_base_iterations"] == d["base_iterations"] == pytest.approx(
+                    budget / d[f"{n}_iter_s"])
+                assert d["iterations"] == max(1, round(b * d["base_iterations"]))
+            assert d10["iterations"] >= d1["iterations"]
+            if d1["base_iterations"] >= 3:  # away from the max(1, ·) floor: ≈ 10× the iterations
+                assert d10["iterations"] / d1["iterations"] == pytest.approx(10, rel=0.2)
+        assert by[("gm_x1", ipc, 0)]["gm_loops"] == [1, 1]  # the reference's loops at ipc <= 5
 
 
 def test_outputs(tiny_run):
@@ -74,10 +81,15 @@ def test_outputs(tiny_run):
     with open(os.path.join(workdir, "results.md")) as f:
         table = f.read()
     for label in ("Blend (blend only)", "Blend (+partition)", "DM (1× Blend time)",
-                  "DM (10× Blend time)", "Random real images", "Full training set"):
+                  "DM (10× Blend time)", "GM (1× Blend time)", "GM (10× Blend time)",
+                  "IDM (1× Blend time)", "IDM (10× Blend time)", "Random real images",
+                  "Full training set"):
         assert label in table
     with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["blend"]["iterations"] == 20
+        saved = json.load(f)
+    assert saved["blend"]["iterations"] == 20
+    assert (saved["dm"]["lr"], saved["dm"]["dsa"]) == (0.01, True)  # the reference's cond.py
+    assert (saved["gm"]["lr"], saved["gm"]["lr_net"], saved["idm"]["lr"]) == (0.1, 0.01, 0.01)
 
 
 def test_rerun_recomputes_nothing(tiny_run, monkeypatch):
@@ -88,7 +100,8 @@ def test_rerun_recomputes_nothing(tiny_run, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("a rerun must not condense or train again")
 
-    for name in ("blend_clusters", "partition_by_class", "distribution_matching"):
+    for name in ("blend_clusters", "partition_by_class", "distribution_matching",
+                 "gradient_matching", "improved_distribution_matching"):
         monkeypatch.setattr(dc_compare, name, fail)
     monkeypatch.setattr(dc_compare.train, "run_phases", fail)
     again = dc_compare.run(_tiny(), workdir)
@@ -114,6 +127,16 @@ def test_bad_input(tmp_path):
     cfg.dm_budgets = (1, -2)
     with pytest.raises(ValueError, match="dm_budgets"):
         dc_compare.run(cfg, str(tmp_path / "d"))
+    cfg = _tiny()
+    cfg.baselines = ("dm", "mtt")
+    with pytest.raises(ValueError, match="baselines"):
+        dc_compare.run(cfg, str(tmp_path / "e"))
+    with pytest.raises(ValueError, match="ipc=7"):  # GM's loops are the reference's table
+        dc_compare.run(_tiny(ipcs=(7,)), str(tmp_path / "f"))
+    cfg = _tiny(ipcs=(7,))
+    cfg.baselines = ("dm", "idm")  # without GM, ipc 7 is fine: checked up front only
+    dc_compare._check_gm_loops(cfg)
+    assert not any((tmp_path / n).exists() for n in "def")
 
 
 def test_missing_cifar10_fails_fast(tmp_path):
@@ -140,8 +163,10 @@ def test_the_command_line_sets_the_comparisons_values():
     base = dc_compare.get_config()
     args = cli.build_parser("x", base, dc_compare.CONFIGS).parse_args(
         ["--workdir", "w", "--config", "cifar10", "--seeds", "2", "--set", "ipcs=[2,4]",
-         "--set", "dm_budgets=[1]", "--set", "eval.steps=7", "--set", "full_data=false"])
+         "--set", "dm_budgets=[1]", "--set", "eval.steps=7", "--set", "full_data=false",
+         "--set", "dm.lr=1.0", "--set", "dm.dsa=false", "--set", 'baselines=["dm","idm"]'])
     cfg = cli.apply_args(dc_compare.get_config(args.config), args)
     assert cfg.dataset == "cifar10" and cfg.condense_net.width == 128  # the CIFAR-10 nets
     assert (cfg.seeds, cfg.ipcs, cfg.dm_budgets) == ((0, 1), (2, 4), (1,))
     assert cfg.eval.steps == 7 and cfg.eval.width == 128 and cfg.full_data is False
+    assert (cfg.dm.lr, cfg.dm.dsa, cfg.baselines) == (1.0, False, ("dm", "idm"))
