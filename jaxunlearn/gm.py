@@ -37,7 +37,7 @@ from jaxunlearn.dm import augment_per_class, init_synthetic, prepare_real, sampl
 from jaxunlearn.dsa import DSA_PARAMS, DSA_STRATEGY, DSAParams, diff_augment
 from jaxunlearn.timing import compile_ahead
 
-__all__ = ["GMOutput", "gm_loops", "gm_match_jitted", "gm_train_net_jitted", "gradient_matching",
+__all__ = ["GMOutput", "gm_loops", "gm_match_jitted", "gm_train_step_jitted", "gradient_matching",
            "match_distance"]
 
 ApplyFn = Callable[..., jax.Array]
@@ -166,45 +166,50 @@ def gm_match_jitted(syn, buf, params, key, x, idx_CxN, counts_C, lr, momentum, *
     return syn - lr * buf, buf, loss
 
 
-@partial(jax.jit, static_argnames=("apply_fn", "epochs", "batch_train", "num_classes", "dsa",
+@partial(jax.jit, static_argnames=("apply_fn", "batch_train", "num_classes", "dsa",
                                    "dsa_strategy", "dsa_params"),
          donate_argnames=("params",))
-def gm_train_net_jitted(params, syn, key, lr_net, *, apply_fn, epochs, batch_train, num_classes,
-                        dsa, dsa_strategy=DSA_STRATEGY, dsa_params=DSA_PARAMS):
-    """``epochs`` epochs of plain SGD on the synthetic set (the reference's ``epoch('train')``).
+def gm_train_step_jitted(params, syn, key, epoch, batch, lr_net, *, apply_fn, batch_train,
+                         num_classes, dsa, dsa_strategy=DSA_STRATEGY, dsa_params=DSA_PARAMS):
+    """Batch ``batch`` of epoch ``epoch`` of plain SGD on the synthetic set (the reference's
+    ``epoch('train')``): the new ``params``.
 
-    Shuffled batches of ``batch_train`` (the last one smaller, as a ``DataLoader``'s: padded here
-    with weight 0), each augmented by per-image DSA; mean cross-entropy per batch.
+    Each epoch shuffles the set (key ``fold_in(key, epoch)``) into batches of ``batch_train``
+    (the last one smaller, as a ``DataLoader``'s: padded here with weight 0), each augmented by
+    per-image DSA; mean cross-entropy per batch. :func:`gradient_matching` calls it from a host
+    loop, epoch by epoch and batch by batch: XLA:CPU runs these small convolutions ≈27× slower
+    inside a ``fori_loop``/``scan`` than as a top-level program (digits, ipc 10: 7.2 s against
+    0.27 s for 50 steps, measured 2026-12-01).
     """
     n = syn.shape[0]
     labels = jnp.repeat(jnp.arange(num_classes), n // num_classes)
     bt = min(batch_train, n)
     nb = -(-n // bt)
+    k_perm, k = jax.random.split(jax.random.fold_in(key, epoch))
+    perm = jax.random.permutation(k_perm, n)
+    pad = nb * bt - n
+    rows = jnp.concatenate([perm, jnp.zeros(pad, perm.dtype)]).reshape(nb, bt)[batch]
+    w = jnp.concatenate([jnp.ones(n), jnp.zeros(pad)]).reshape(nb, bt)[batch]
+    imgs = syn[rows]
+    if dsa:
+        imgs = diff_augment(jax.random.fold_in(k, batch), imgs, dsa_strategy, siamese=False,
+                            params=dsa_params)
 
-    def batch_step(p, a):
-        rows, w, k = a
-        imgs = syn[rows]
-        if dsa:
-            imgs = diff_augment(k, imgs, dsa_strategy, siamese=False, params=dsa_params)
+    def ce(p):
+        logp = jax.nn.log_softmax(apply_fn(p, imgs))
+        nll = -jnp.take_along_axis(logp, labels[rows][:, None], axis=1)[:, 0]
+        return jnp.sum(w * nll) / jnp.sum(w)
 
-        def ce(p):
-            logp = jax.nn.log_softmax(apply_fn(p, imgs))
-            nll = -jnp.take_along_axis(logp, labels[rows][:, None], axis=1)[:, 0]
-            return jnp.sum(w * nll) / jnp.sum(w)
+    g = jax.grad(ce)(params)
+    return jax.tree.map(lambda q, gq: q - lr_net * gq, params, g)
 
-        g = jax.grad(ce)(p)
-        return jax.tree.map(lambda q, gq: q - lr_net * gq, p, g), None
 
-    def epoch(e, p):
-        k_perm, k = jax.random.split(jax.random.fold_in(key, e))
-        perm = jax.random.permutation(k_perm, n)
-        pad = nb * bt - n
-        rows = jnp.concatenate([perm, jnp.zeros(pad, perm.dtype)]).reshape(nb, bt)
-        w = jnp.concatenate([jnp.ones(n), jnp.zeros(pad)]).reshape(nb, bt)
-        keys = jax.vmap(lambda i: jax.random.fold_in(k, i))(jnp.arange(nb))
-        return jax.lax.scan(batch_step, p, (rows, w, keys))[0]
-
-    return jax.lax.fori_loop(0, epochs, epoch, params)
+def _train_net(step, params, syn, key, lr_net, *, epochs: int, batches: int):
+    """``epochs`` epochs of :func:`gm_train_step_jitted` (compiled as ``step``), host loop."""
+    for e in range(epochs):
+        for b in range(batches):
+            params = step(params, syn, key, jnp.int32(e), jnp.int32(b), lr_net)
+    return params
 
 
 @partial(jax.jit, static_argnames=("init_fn",))
@@ -280,7 +285,7 @@ def gradient_matching(
     mstatic = dict(apply_fn=apply_fn, batch_real=int(batch_real), class_batch=class_batch,
                    dis_metric=dis_metric, dsa=bool(dsa), dsa_strategy=dsa_strategy,
                    dsa_params=dsa_params)
-    tstatic = dict(apply_fn=apply_fn, epochs=int(inner_loop), batch_train=int(batch_train),
+    tstatic = dict(apply_fn=apply_fn, batch_train=int(batch_train),
                    num_classes=int(num_classes), dsa=bool(dsa), dsa_strategy=dsa_strategy,
                    dsa_params=dsa_params)
     losses = []
@@ -290,9 +295,10 @@ def gradient_matching(
         p0 = init_c(k0)
         match, c1 = compile_ahead(gm_match_jitted, *margs(syn, buf, p0, k0), **mstatic)
         compile_s += c0 + c1
+        batches = -(-syn.shape[0] // min(int(batch_train), syn.shape[0]))
         if outer_loop > 1:
-            train_net, c2 = compile_ahead(gm_train_net_jitted, p0, syn, k0,
-                                          jnp.float32(lr_net), **tstatic)
+            train_step, c2 = compile_ahead(gm_train_step_jitted, p0, syn, k0, jnp.int32(0),
+                                           jnp.int32(0), jnp.float32(lr_net), **tstatic)
             compile_s += c2
         for it in range(iterations):
             k_net, k_loop = jax.random.split(jax.random.fold_in(k_run, it))
@@ -302,8 +308,9 @@ def gradient_matching(
                 syn, buf, loss = match(*margs(syn, buf, params, jax.random.fold_in(k_ol, 0)))
                 losses.append(loss)
                 if ol < outer_loop - 1:
-                    params = train_net(params, syn, jax.random.fold_in(k_ol, 1),
-                                       jnp.float32(lr_net))
+                    params = _train_net(train_step, params, syn,
+                                        jax.random.fold_in(k_ol, 1), jnp.float32(lr_net),
+                                        epochs=int(inner_loop), batches=batches)
     syn = jax.block_until_ready(syn)
     labels = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), ipc)
     wall = time.perf_counter() - t0
