@@ -56,13 +56,13 @@ Writes into ``--workdir``: ``config.json``, ``records.jsonl`` (one row per metho
 the stage times, the baselines' calibration and the evaluation budget), ``results.md`` (mean ±
 95% CI over seeds) and ``blend_grid_ipc<ipc>.png`` (blended images beside their clusters'
 members, first seed). A rerun resumes: rows already in ``records.jsonl`` are not recomputed.
-Before GM, IDM and DSA were added, the default run took 7.9 min on the 2-core CPU, most of it
-DM (its budgets sum to 111× Blend's time); each baseline now costs about that much again (not
-yet measured). Expected on digits with DM without DSA at lr 1.0 (docs/reproduce.md; to be rerun
-with the reference's settings): Blend above DM at the same time at ipc 10 and 50 (≈96.6% vs
-≈94.9%, ≈98.7% vs ≈97.9%) and level with it at ipc 1 (≈85%), DM at 100× about level with
-Blend, both above random real images (ipc 1: ≈70%); Blend's weights stay close to uniform (the
-loss hardly moves in 20 iterations), so its images are nearly cluster means.
+The default run took 32 min on the 2-core CPU (2026-12-01), most of it GM at ipc 50 (one GM
+iteration takes ≈48 s there) and the 100× budgets. Expected on digits (docs/reproduce.md §6):
+Blend above every baseline at the same time at ipc 1 and 10 (≈85.5% vs 64–71% at 1×, ≈96.3%
+vs 93.4–94.7% at every budget) and level with the best of them at ipc 50 (≈98.5% vs
+97.7–98.4%); DM reaches Blend at ipc 1 only at 100× (≈87.5%); all above random real images
+(ipc 1: ≈70%); Blend's weights stay close to uniform (the loss hardly moves in 20 iterations),
+so its images are nearly cluster means.
 
 Approximate or scaled down, and why:
 
