@@ -200,7 +200,7 @@ def _seed_columns(cfg: StudyConfig, paths, ctx, forget) -> SeedColumns:
         if column is None:  # the original model's record
             return sizes
         return {**sizes, "variant": column.variant, "variant_desc": VARIANTS[column.variant],
-                "dc_hparams": column.hparams_dc}
+                "dc_hparams": column.takes_dc_hparams}
 
     def metrics(params) -> dict:
         """Accuracy (percent) on the raw free and residual retain images (None when empty)."""

@@ -34,7 +34,8 @@ def convnet(net: Any, image_shape: tuple, num_classes: int):
 
 def kmeans_options(cfg: Any) -> dict:
     """The k-means keyword arguments of ``cfg`` for :func:`partition_by_class`: its procedure
-    (``reference``, the default, or ``sklearn``; see :func:`jaxunlearn.partition.kmeans_by_class`)."""
+    (``reference``, the default, or ``sklearn``; see
+    :func:`jaxunlearn.partition.kmeans_by_class`)."""
     return {"procedure": cfg.kmeans_procedure}
 
 

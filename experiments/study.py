@@ -56,9 +56,9 @@ from jaxunlearn.mia import PHI_MODES, SWAP_RULES
 from jaxunlearn.models import build_model, init_fn_for
 from jaxunlearn.unlearn import Method, available_methods, make_method, make_unlearn_data, run_method
 
-__all__ = ["BLEND_COLUMNS", "Column", "Columns", "RetainSet", "SeedColumns", "Study",
-           "build_methods", "evaluate", "open_study", "record_key", "run_study",
-           "validate_config", "write_results"]
+__all__ = ["BLEND_COLUMNS", "RECORD_KEYS", "ROUND_TARGETS", "Column", "Columns", "RetainSet",
+           "SeedColumns", "Study", "build_methods", "evaluate", "open_study", "record_key",
+           "round_target", "run_study", "validate_config", "write_results"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ class Column(NamedTuple):
     dc_hparams: bool | None = None  # the methods' DC hyper-parameters? None: as ``condensed``
 
     @property
-    def hparams_dc(self) -> bool:
+    def takes_dc_hparams(self) -> bool:
         """Whether the methods of this column take their with-condensation hyper-parameters."""
         return self.condensed if self.dc_hparams is None else self.dc_hparams
 
@@ -118,6 +118,7 @@ BLEND_COLUMNS = Columns(lambda cfg: [Column(c) for c in cfg.condensation], _blen
 
 
 RECORD_KEYS = ("method", "condensed", "seed")  # what every study record has (+ variant, round)
+ROUND_TARGETS = ("new", "cumulative")  # which forget set a round acts on: see round_target
 
 
 def record_key(r: dict) -> tuple:
@@ -196,7 +197,7 @@ def open_study(cfg: StudyConfig, workdir: str, columns: list[Column]) -> Study:
     model = build_model(cfg.model, ds.num_classes, **cfg.model_kwargs)
     init_fn = init_fn_for(model, ds.x_train.shape[1:])
     methods = build_methods(cfg, model.apply, init_fn,
-                            tuple(dict.fromkeys(c.hparams_dc for c in columns)))
+                            tuple(dict.fromkeys(c.takes_dc_hparams for c in columns)))
     seeds.preflight(cfg, ds)
     paths = prepare_workdir(workdir)  # created only once the study is known to be runnable
     save_config(cfg, paths.config)
@@ -240,9 +241,6 @@ def _base_record(cfg: StudyConfig, ctx: SeedContext, forgets: list, round_: int)
         rec["new_forget_size"] = int(len(forget.forget_idx) - prev)
         rec["round_target"] = cfg.round_target  # which forget set the metrics are of
     return rec
-
-
-ROUND_TARGETS = ("new", "cumulative")
 
 
 def round_target(cfg: StudyConfig, forgets: list, round_: int):
@@ -324,7 +322,7 @@ def run_study(cfg: StudyConfig, workdir: str, columns: Columns = BLEND_COLUMNS) 
         ctx = seeds.prepare_seed(cfg, paths, study.ds, seed, study.apply_fn, study.init_fn)
         forgets = seeds.round_forget_sets(cfg, ctx.splits, seed)
         seed_cols = columns.for_seed(cfg, paths, ctx, forgets[0])
-        for r, forget in enumerate(forgets):  # the original model against each round's request
+        for r in range(len(forgets)):  # the original model against each round's request
             if _key("original", Column(False), seed, r) not in done:
                 base = {**_base_record(cfg, ctx, forgets, r), **seed_cols.fields(None)}
                 rec = _original_record(cfg, ctx, round_target(cfg, forgets, r), base)
@@ -375,8 +373,8 @@ def _run_column(cfg: StudyConfig, study: Study, ctx: SeedContext, forgets: list,
                     start = _restore_round(_round_ckpt(paths, name, column, seed, r - 1),
                                            ctx.original)
             rec = run_one(cfg, paths, rctx, target, name,
-                          study.methods[(name, column.hparams_dc)], column, data, stages, base,
-                          params=start)
+                          study.methods[(name, column.takes_dc_hparams)], column, data, stages,
+                          base, params=start)
             params = rec.pop("_params")
             if r + 1 < cfg.rounds:  # written before the record: a resume finds it
                 save_params(_round_ckpt(paths, name, column, seed, r), params)

@@ -533,7 +533,7 @@ def test_ablation_variants_train_on_the_right_sets(uniform_run, tmp_path):
     orig = ablations.variant_sets(cfg, opened.paths, ctx, forget, ("condensed_free",))
     assert len(orig["sets"]["condensed_free"][1]) == n_clusters
     cfg.variant_hparams = "by_set"
-    cols = {c.variant: c.hparams_dc for c in ablations.VARIANT_COLUMNS.of_config(cfg)}
+    cols = {c.variant: c.takes_dc_hparams for c in ablations.VARIANT_COLUMNS.of_config(cfg)}
     assert cols == {"blend": True, "residual_raw": False, "full_retain": False}
     for v in ("free_raw", "residual_raw", "full_retain"):  # raw sets keep the true labels
         idx = {"free_raw": vs["free_idx"], "residual_raw": vs["residual_idx"],
