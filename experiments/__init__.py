@@ -1,1 +1,10 @@
-"""Experiment scripts of jaxunlearn: thin, importable, each with ``run(config, workdir)``."""
+"""Experiment scripts of jaxunlearn: thin, importable, each with ``run(config, workdir)``.
+
+Importing this package first makes glibc keep freed memory
+(:func:`jaxunlearn.hostmem.retain_freed_memory`), before JAX starts: XLA:CPU's large buffers then
+stop page-faulting on every step. ``JAXUNLEARN_RETAIN_MEMORY=0`` turns it off.
+"""
+
+from jaxunlearn.hostmem import retain_freed_memory
+
+retain_freed_memory()

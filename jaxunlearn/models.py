@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxunlearn.conv import conv_general_dilated
+
 __all__ = [
     "ConvNet",
     "InstanceNorm",
@@ -68,7 +70,8 @@ class InstanceNorm(nn.Module):
 
 
 class _Conv(nn.Module):
-    """Conv with PyTorch default init (weights and bias)."""
+    """Conv with PyTorch default init (weights and bias), convolving with
+    :func:`jaxunlearn.conv.conv_general_dilated` (a faster backward on CPU, same parameters)."""
 
     features: int
     kernel: int = 3
@@ -86,6 +89,7 @@ class _Conv(nn.Module):
             use_bias=self.use_bias,
             kernel_init=torch_kernel_init,
             bias_init=torch_bias_init(fan_in),
+            conv_general_dilated=conv_general_dilated,
         )(x)
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from jaxunlearn.hostmem import retain_freed_memory
+
+retain_freed_memory()  # before JAX starts, as the experiments do (jaxunlearn/hostmem.py)
+
 
 def make_blobs_images(n_per_class: int = 40, num_classes: int = 4, size: int = 8,
                       channels: int = 1, seed: int = 0, noise: float = 0.3):

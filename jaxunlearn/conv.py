@@ -1,0 +1,230 @@
+"""2-D convolution whose backward pass runs at matmul speed on XLA:CPU.
+
+XLA:CPU lowers the weight (kernel) gradient of a convolution to a convolution whose "kernel" is
+the whole output image. Eigen runs that shape far below its matmul speed: on this project's 2-core
+CPU, a 3×3 conv 128→128 at 16×16 with 320 images takes 0.5–0.8 s for its weight gradient, against
+0.12 s for the GEMM of the same size (``bench/conv.py`` measures every shape of the models).
+:func:`conv_general_dilated` has ``lax.conv_general_dilated``'s signature and is what every model
+of :mod:`jaxunlearn.models` convolves with. Its forward pass *is* ``lax.conv_general_dilated``;
+its ``custom_vjp`` computes
+
+- the weight gradient as one GEMM over an explicit im2col buffer, ``patches[M, k·k·C_in]ᵀ @
+  grad_out[M, C_out]`` with ``M = N·H_out·W_out`` (a 1×1 convolution needs no patches);
+- the input gradient with ``lax``'s own transposed convolution, exactly as autodiff of
+  ``lax.conv_general_dilated`` would (it already runs near the GEMM speed here).
+
+The gradients equal ``lax``'s up to float rounding (a different summation order; the tests bound
+the difference by 1e-4 × max |gradient| per tensor).
+
+Which backward runs is decided at trace time, per call, by :func:`resolve_backward`:
+
+- ``"lax"``: ``lax.conv_general_dilated``'s own VJP (the GPU path: cuDNN's kernels are fast; it is
+  untested here, this project has no GPU).
+- ``"gemm"``: the im2col weight gradient above, for NHWC/HWIO convolutions without dilation or
+  feature groups (anything else falls back to ``"lax"``).
+- ``"auto"`` (the default): ``"gemm"`` on the CPU backend when the output has at least
+  :data:`MIN_GEMM_PIXELS` pixels per image, ``"lax"`` otherwise. At 4×4 outputs (the digits
+  ConvNet's second layer, ResNet-18's last stage) XLA's own weight gradient is as fast (measured
+  in ``bench/conv.py``), so nothing gets slower.
+
+Override it for a whole process with :func:`set_backward` (or the environment variable
+``JAXUNLEARN_CONV_BACKWARD=lax|gemm|auto``), or for a block of code with the
+:func:`backward` context manager. The choice is read when a function is traced: a function
+already compiled by ``jax.jit`` keeps the backward it was traced with.
+
+The im2col buffer holds ``M × k·k·C_in`` floats (377 MB for 320 images at 16×16×128): it is the
+price of the GEMM. On this VM fresh buffers that size cost page faults on every call; see
+:func:`jaxunlearn.hostmem.retain_freed_memory`, which the experiments and benchmarks call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = [
+    "BACKWARDS",
+    "MIN_GEMM_PIXELS",
+    "backward",
+    "conv2d",
+    "conv_general_dilated",
+    "get_backward",
+    "resolve_backward",
+    "set_backward",
+]
+
+BACKWARDS = ("auto", "lax", "gemm")
+# "auto" uses the GEMM weight gradient on CPU from this many output pixels per image (8×8) up.
+MIN_GEMM_PIXELS = 64
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+_backward = os.environ.get("JAXUNLEARN_CONV_BACKWARD", "auto")
+
+
+def _check(mode: str) -> str:
+    if mode not in BACKWARDS:
+        raise ValueError(f"conv backward must be one of {BACKWARDS}, got {mode!r}")
+    return mode
+
+
+def set_backward(mode: str) -> None:
+    """Set the process-wide conv backward: ``"auto"``, ``"lax"`` or ``"gemm"``."""
+    global _backward
+    _backward = _check(mode)
+
+
+def get_backward() -> str:
+    """The process-wide conv backward (``"auto"`` unless set)."""
+    return _check(_backward)
+
+
+@contextlib.contextmanager
+def backward(mode: str) -> Iterator[None]:
+    """Use ``mode`` for convolutions traced inside the ``with`` block."""
+    global _backward
+    old, _backward = _backward, _check(mode)
+    try:
+        yield
+    finally:
+        _backward = old
+
+
+def resolve_backward(out_hw: tuple[int, int], mode: str | None = None,
+                     platform: str | None = None) -> str:
+    """``"lax"`` or ``"gemm"``: the backward a conv with ``out_hw`` output pixels gets.
+
+    Args:
+      out_hw: the output's (height, width).
+      mode: ``"auto"``, ``"lax"`` or ``"gemm"``; None reads :func:`get_backward`.
+      platform: the backend (``"cpu"``, ``"gpu"``, ...); None reads ``jax.default_backend()``.
+    """
+    mode = _check(mode if mode is not None else get_backward())
+    if mode != "auto":
+        return mode
+    platform = platform if platform is not None else jax.default_backend()
+    if platform == "cpu" and out_hw[0] * out_hw[1] >= MIN_GEMM_PIXELS:
+        return "gemm"
+    return "lax"
+
+
+def _lax_conv(x, w, strides, padding):
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC)
+
+
+def _patches(x_NxHxWxC: jax.Array, kernel: tuple[int, int], strides: tuple[int, int],
+             padding: tuple[tuple[int, int], ...], out_hw: tuple[int, int]) -> jax.Array:
+    """im2col: ``[N·H_out·W_out, kh·kw·C]``, taps in (kh, kw) order, channels fastest."""
+    (kh, kw), (sh, sw), (ho, wo) = kernel, strides, out_hw
+    xp = jnp.pad(x_NxHxWxC, ((0, 0), padding[0], padding[1], (0, 0)))
+    c = x_NxHxWxC.shape[-1]
+    if kh == kw == 1:
+        cols = xp[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw, :]
+    else:
+        cols = jnp.concatenate(
+            [xp[:, i: i + sh * (ho - 1) + 1: sh, j: j + sw * (wo - 1) + 1: sw, :]
+             for i in range(kh) for j in range(kw)], axis=-1)
+    return cols.reshape(-1, kh * kw * c)
+
+
+def _weight_grad_gemm(x, g_NxHoxWoxO, kernel, strides, padding):
+    """The kernel gradient ``[kh, kw, C_in, C_out]`` as one GEMM over the im2col patches."""
+    n, ho, wo, o = g_NxHoxWoxO.shape
+    cols = _patches(x, kernel, strides, padding, (ho, wo))
+    dw = lax.dot_general(cols, g_NxHoxWoxO.reshape(-1, o), (((0,), (0,)), ((), ())))
+    return dw.reshape(kernel[0], kernel[1], x.shape[-1], o).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_gemm(x, w, strides, padding):
+    return _lax_conv(x, w, strides, padding)
+
+
+def _conv_gemm_fwd(x, w, strides, padding):
+    return _lax_conv(x, w, strides, padding), (x, w)
+
+
+def _conv_gemm_bwd(strides, padding, res, g):
+    x, w = res
+    _, input_vjp = jax.vjp(lambda x_: _lax_conv(x_, w, strides, padding), x)
+    (dx,) = input_vjp(g)
+    dw = _weight_grad_gemm(x, g, w.shape[:2], strides, padding)
+    return dx, dw.astype(w.dtype)
+
+
+_conv_gemm.defvjp(_conv_gemm_fwd, _conv_gemm_bwd)
+
+
+def _explicit_padding(padding, in_hw, kernel, strides) -> tuple[tuple[int, int], ...]:
+    if isinstance(padding, str):
+        return tuple(lax.padtype_to_pads(in_hw, kernel, strides, padding))
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def conv2d(x_NxHxWxC: jax.Array, w_HxWxIxO: jax.Array, strides: Sequence[int] = (1, 1),
+           padding: str | Sequence[tuple[int, int]] = "SAME", *,
+           backward_mode: str | None = None) -> jax.Array:
+    """NHWC × HWIO convolution with the backward chosen by :func:`resolve_backward`.
+
+    Args:
+      x_NxHxWxC: input ``[n, h, w, c_in]``.
+      w_HxWxIxO: kernel ``[kh, kw, c_in, c_out]``.
+      strides: (sh, sw).
+      padding: ``"SAME"``, ``"VALID"`` or ((top, bottom), (left, right)).
+      backward_mode: ``"auto"``, ``"lax"``, ``"gemm"``; None reads :func:`get_backward`.
+
+    Returns:
+      ``[n, h_out, w_out, c_out]``, equal to ``lax.conv_general_dilated``'s output.
+    """
+    if x_NxHxWxC.ndim != 4 or w_HxWxIxO.ndim != 4:
+        raise ValueError(f"conv2d takes [n, h, w, c] inputs and [kh, kw, c_in, c_out] kernels, got "
+                         f"{x_NxHxWxC.shape} and {w_HxWxIxO.shape}")
+    if x_NxHxWxC.shape[-1] != w_HxWxIxO.shape[2]:
+        raise ValueError(f"input channels {x_NxHxWxC.shape[-1]} != kernel input channels "
+                         f"{w_HxWxIxO.shape[2]}")
+    strides = tuple(int(s) for s in strides)
+    kernel = tuple(w_HxWxIxO.shape[:2])
+    pads = _explicit_padding(padding, x_NxHxWxC.shape[1:3], kernel, strides)
+    out_hw = tuple((x_NxHxWxC.shape[1 + a] + sum(pads[a]) - kernel[a]) // strides[a] + 1
+                   for a in range(2))
+    if resolve_backward(out_hw, backward_mode) == "gemm":
+        return _conv_gemm(x_NxHxWxC, w_HxWxIxO, strides, pads)
+    return _lax_conv(x_NxHxWxC, w_HxWxIxO, strides, pads)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                         precision=None, preferred_element_type=None):
+    """``lax.conv_general_dilated``, with :func:`conv2d`'s backward where it applies.
+
+    A drop-in for Flax's ``nn.Conv(conv_general_dilated=...)``: 2-D NHWC/HWIO convolutions without
+    dilation, feature or batch groups, precision or element-type options go through
+    :func:`conv2d`; any other call is ``lax.conv_general_dilated`` itself.
+    """
+    plain = (
+        lhs.ndim == 4
+        and feature_group_count == 1 and batch_group_count == 1
+        and precision is None and preferred_element_type is None
+        and all(d == 1 for d in (lhs_dilation or (1, 1)))
+        and all(d == 1 for d in (rhs_dilation or (1, 1)))
+        and _is_nhwc(dimension_numbers, lhs.ndim)
+    )
+    if plain:
+        return conv2d(lhs, rhs, window_strides, padding)
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, batch_group_count,
+                                    precision, preferred_element_type)
+
+
+def _is_nhwc(dimension_numbers, ndim: int) -> bool:
+    if dimension_numbers is None:
+        return False  # lax's default is NCHW/OIHW
+    if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+        return dimension_numbers == lax.conv_dimension_numbers(
+            (1,) * ndim, (1,) * ndim, _NHWC)
+    return tuple(dimension_numbers) == _NHWC
