@@ -8,8 +8,11 @@ CPU, a 3×3 conv 128→128 at 16×16 with 320 images takes 0.5–0.8 s for its w
 of :mod:`jaxunlearn.models` convolves with. Its forward pass *is* ``lax.conv_general_dilated``;
 its ``custom_vjp`` computes
 
-- the weight gradient as one GEMM over an explicit im2col buffer, ``patches[M, k·k·C_in]ᵀ @
-  grad_out[M, C_out]`` with ``M = N·H_out·W_out`` (a 1×1 convolution needs no patches);
+- the weight gradient as GEMMs over explicit im2col patches, ``patches[M, k·k·C_in]ᵀ @
+  grad_out[M, C_out]`` with ``M = N·H_out·W_out`` (a 1×1 convolution needs no patches). The
+  batch is cut into chunks of a few images, accumulated by a ``lax.scan``, so that each chunk's
+  patches (at most :data:`CHUNK_BYTES`, :data:`CHUNK_ROWS` rows) stay in cache: materialising
+  all patches at once ran 10–30% slower;
 - the input gradient with ``lax``'s own transposed convolution, exactly as autodiff of
   ``lax.conv_general_dilated`` would (it already runs near the GEMM speed here).
 
@@ -22,18 +25,18 @@ Which backward runs is decided at trace time, per call, by :func:`resolve_backwa
   untested here, this project has no GPU).
 - ``"gemm"``: the im2col weight gradient above, for NHWC/HWIO convolutions without dilation or
   feature groups (anything else falls back to ``"lax"``).
-- ``"auto"`` (the default): ``"gemm"`` on the CPU backend when the output has at least
-  :data:`MIN_GEMM_PIXELS` pixels per image, ``"lax"`` otherwise. At 4×4 outputs (the digits
-  ConvNet's second layer, ResNet-18's last stage) XLA's own weight gradient is as fast (measured
-  in ``bench/conv.py``), so nothing gets slower.
+- ``"auto"`` (the default): on the CPU backend, ``"gemm"`` for every 1×1 convolution and for
+  k×k convolutions with at least :data:`MIN_GEMM_PIXELS` output pixels per image; ``"lax"``
+  otherwise, and on every other backend. At 4×4 outputs (the digits
+  ConvNet's second layer) XLA's own 3×3 weight gradient is as fast or faster. The rule comes
+  from ``bench/conv.py``'s measurements on this project's machine, so that no shape gets slower.
 
 Override it for a whole process with :func:`set_backward` (or the environment variable
 ``JAXUNLEARN_CONV_BACKWARD=lax|gemm|auto``), or for a block of code with the
 :func:`backward` context manager. The choice is read when a function is traced: a function
 already compiled by ``jax.jit`` keeps the backward it was traced with.
 
-The im2col buffer holds ``M × k·k·C_in`` floats (377 MB for 320 images at 16×16×128): it is the
-price of the GEMM. On this VM fresh buffers that size cost page faults on every call; see
+On this VM fresh large buffers cost page faults on every call, which hide most of the gain; see
 :func:`jaxunlearn.hostmem.retain_freed_memory`, which the experiments and benchmarks call.
 """
 
@@ -50,8 +53,11 @@ from jax import lax
 
 __all__ = [
     "BACKWARDS",
+    "CHUNK_BYTES",
+    "CHUNK_ROWS",
     "MIN_GEMM_PIXELS",
     "backward",
+    "chunk_images",
     "conv2d",
     "conv_general_dilated",
     "get_backward",
@@ -60,8 +66,16 @@ __all__ = [
 ]
 
 BACKWARDS = ("auto", "lax", "gemm")
-# "auto" uses the GEMM weight gradient on CPU from this many output pixels per image (8×8) up.
+# "auto" uses the GEMM weight gradient of a k×k conv on CPU from this many output pixels per
+# image (8×8) up.
 MIN_GEMM_PIXELS = 64
+# The weight gradient's chunks: the most images whose patches fit both bounds (and divide the
+# batch). Measured on 2 cores (GFLOPS, median of 9 interleaved; the machine's noise is ±15%):
+# 16×16×128, 320 images: chunks of 1/2/4/8 images 126/139/143/136, all at once 116;
+# 32×32×64, 64 images: 1/2/4 images 84/95/90, all 72; the 3×3/2 64→128: 105/119/122, all 95;
+# the stems' K = 27 patches did best near 8k-16k rows.
+CHUNK_BYTES = 5 * 2**20
+CHUNK_ROWS = 16384
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 _backward = os.environ.get("JAXUNLEARN_CONV_BACKWARD", "auto")
@@ -95,12 +109,18 @@ def backward(mode: str) -> Iterator[None]:
         _backward = old
 
 
-def resolve_backward(out_hw: tuple[int, int], mode: str | None = None,
+def resolve_backward(out_hw: tuple[int, int], kernel_hw: tuple[int, int] = (3, 3),
+                     c_in: int = 128, c_out: int = 128, mode: str | None = None,
                      platform: str | None = None) -> str:
-    """``"lax"`` or ``"gemm"``: the backward a conv with ``out_hw`` output pixels gets.
+    """``"lax"`` or ``"gemm"``: the backward a conv of this shape gets (see the module docstring).
+
+    ``c_in`` and ``c_out`` do not enter today's rule; they are part of the signature so that a
+    rule measured on other hardware can use them.
 
     Args:
       out_hw: the output's (height, width).
+      kernel_hw: the kernel's (height, width).
+      c_in, c_out: input and output channels.
       mode: ``"auto"``, ``"lax"`` or ``"gemm"``; None reads :func:`get_backward`.
       platform: the backend (``"cpu"``, ``"gpu"``, ...); None reads ``jax.default_backend()``.
     """
@@ -108,9 +128,13 @@ def resolve_backward(out_hw: tuple[int, int], mode: str | None = None,
     if mode != "auto":
         return mode
     platform = platform if platform is not None else jax.default_backend()
-    if platform == "cpu" and out_hw[0] * out_hw[1] >= MIN_GEMM_PIXELS:
+    if platform != "cpu":
+        return "lax"
+    if tuple(kernel_hw) == (1, 1):
         return "gemm"
-    return "lax"
+    if out_hw[0] * out_hw[1] < MIN_GEMM_PIXELS:
+        return "lax"
+    return "gemm"
 
 
 def _lax_conv(x, w, strides, padding):
@@ -132,11 +156,32 @@ def _patches(x_NxHxWxC: jax.Array, kernel: tuple[int, int], strides: tuple[int, 
     return cols.reshape(-1, kh * kw * c)
 
 
+def chunk_images(batch: int, out_hw: tuple[int, int], k_cols: int) -> int:
+    """Images per weight-gradient chunk: the largest divisor of ``batch`` within both bounds."""
+    rows = out_hw[0] * out_hw[1]
+    fits = [d for d in range(1, batch + 1) if batch % d == 0
+            and d * rows * k_cols * 4 <= CHUNK_BYTES and d * rows <= CHUNK_ROWS]
+    return max(fits, default=1)
+
+
 def _weight_grad_gemm(x, g_NxHoxWoxO, kernel, strides, padding):
-    """The kernel gradient ``[kh, kw, C_in, C_out]`` as one GEMM over the im2col patches."""
+    """The kernel gradient ``[kh, kw, C_in, C_out]``: im2col GEMMs, chunked over the batch."""
     n, ho, wo, o = g_NxHoxWoxO.shape
-    cols = _patches(x, kernel, strides, padding, (ho, wo))
-    dw = lax.dot_general(cols, g_NxHoxWoxO.reshape(-1, o), (((0,), (0,)), ((), ())))
+    k_cols = kernel[0] * kernel[1] * x.shape[-1]
+    chunk = chunk_images(n, (ho, wo), k_cols)
+
+    def part(x_c, g_c):
+        cols = _patches(x_c, kernel, strides, padding, (ho, wo))
+        return lax.dot_general(cols, g_c.reshape(-1, o), (((0,), (0,)), ((), ())),
+                               preferred_element_type=jnp.float32)
+
+    if chunk == n:
+        dw = part(x, g_NxHoxWoxO)
+    else:
+        xs = x.reshape(n // chunk, chunk, *x.shape[1:])
+        gs = g_NxHoxWoxO.reshape(n // chunk, chunk, ho, wo, o)
+        dw, _ = lax.scan(lambda acc, xg: (acc + part(*xg), None),
+                         jnp.zeros((k_cols, o), jnp.float32), (xs, gs))
     return dw.reshape(kernel[0], kernel[1], x.shape[-1], o).astype(x.dtype)
 
 
@@ -192,7 +237,8 @@ def conv2d(x_NxHxWxC: jax.Array, w_HxWxIxO: jax.Array, strides: Sequence[int] = 
     pads = _explicit_padding(padding, x_NxHxWxC.shape[1:3], kernel, strides)
     out_hw = tuple((x_NxHxWxC.shape[1 + a] + sum(pads[a]) - kernel[a]) // strides[a] + 1
                    for a in range(2))
-    if resolve_backward(out_hw, backward_mode) == "gemm":
+    c_in, c_out = w_HxWxIxO.shape[2:]
+    if resolve_backward(out_hw, kernel, c_in, c_out, backward_mode) == "gemm":
         return _conv_gemm(x_NxHxWxC, w_HxWxIxO, strides, pads)
     return _lax_conv(x_NxHxWxC, w_HxWxIxO, strides, pads)
 

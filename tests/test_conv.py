@@ -68,6 +68,19 @@ def test_gemm_backward_equals_lax(n, h, w, c, o, k, stride, padding):
     _close_per_tensor(dw_lax, dw_gemm)
 
 
+def test_chunked_weight_gradient_equals_lax(monkeypatch):
+    """Small chunk bounds force the lax.scan over batch chunks (big batches take that path)."""
+    assert conv.chunk_images(320, (16, 16), 1152) == 4  # 4.7 MB of patches per chunk
+    assert conv.chunk_images(7, (8, 8), 9) == 7
+    monkeypatch.setattr(conv, "CHUNK_ROWS", 2 * 7 * 9)
+    assert conv.chunk_images(6, (7, 9), 27) == 2
+    x, wt, g_key = _inputs(6, 7, 9, 3, 5, 3)
+    _, dx_lax, dw_lax = _grads("lax", x, wt, g_key, 1, ((1, 1), (1, 1)))
+    _, dx_gemm, dw_gemm = _grads("gemm", x, wt, g_key, 1, ((1, 1), (1, 1)))
+    _close_per_tensor(dx_lax, dx_gemm)
+    _close_per_tensor(dw_lax, dw_gemm)
+
+
 def test_a_wrong_weight_gradient_would_fail_the_check():
     """The tolerance is tight enough to catch a shifted tap (guards the test itself)."""
     x, wt, g_key = _inputs(2, 8, 8, 3, 4, 3)
@@ -133,15 +146,20 @@ def test_models_same_gradients_and_parameter_names(name, kwargs, size):
 
 
 def test_resolve_backward_by_backend_and_shape():
-    assert conv.resolve_backward((8, 8), "auto", "cpu") == "gemm"
-    assert conv.resolve_backward((32, 32), "auto", "cpu") == "gemm"
-    assert conv.resolve_backward((4, 4), "auto", "cpu") == "lax"  # no shape gets slower
-    assert conv.resolve_backward((32, 32), "auto", "gpu") == "lax"  # cuDNN's VJP stays
-    assert conv.resolve_backward((4, 4), "gemm", "gpu") == "gemm"  # an override wins
-    assert conv.resolve_backward((32, 32), "lax", "cpu") == "lax"
+    r = conv.resolve_backward
+    assert r((16, 16), (3, 3), 128, 128, "auto", "cpu") == "gemm"  # ConvNet-3's layers
+    assert r((32, 32), (3, 3), 3, 128, "auto", "cpu") == "gemm"  # ConvNet-3's stem
+    assert r((8, 8), (3, 3), 1, 128, "auto", "cpu") == "gemm"  # the digits stem
+    assert r((4, 4), (3, 3), 128, 128, "auto", "cpu") == "lax"  # no shape gets slower
+    assert r((32, 32), (3, 3), 3, 64, "auto", "cpu") == "gemm"  # ResNet's stem
+    assert r((4, 4), (1, 1), 256, 512, "auto", "cpu") == "gemm"  # a 1×1 is a matmul
+    assert r((32, 32), (3, 3), 128, 128, "auto", "gpu") == "lax"  # cuDNN's VJP stays
+    assert r((4, 4), (3, 3), 128, 128, "gemm", "gpu") == "gemm"  # an override wins
+    assert r((32, 32), (3, 3), 128, 128, "lax", "cpu") == "lax"
     with conv.backward("lax"):
         assert conv.get_backward() == "lax"
         assert conv.resolve_backward((32, 32), platform="cpu") == "lax"
+        assert conv.resolve_backward((32, 32)) == "lax"
     assert conv.get_backward() == "auto"
     with pytest.raises(ValueError, match="conv backward must be one of"):
         conv.set_backward("fast")
