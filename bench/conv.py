@@ -49,7 +49,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
 from jaxunlearn import conv
 from jaxunlearn.models import build_model
@@ -133,7 +132,8 @@ def bench_shape(batch, h, c_in, c_out, k, stride, repeats):
     t = interleaved(fns, repeats, usage)
     flops = 2.0 * m * kk * c_out
     return {"time_s": t, "gflops": {n: flops / s / 1e9 for n, s in t.items()},
-            "gflop": flops / 1e9, "out_hw": ho, "auto": conv.resolve_backward((ho, ho), (k, k), c_in, c_out),
+            "gflop": flops / 1e9, "out_hw": ho,
+            "auto": conv.resolve_backward((ho, ho), (k, k), c_in, c_out),
             "page_faults_per_call": usage["page_faults_per_call"]}
 
 
@@ -149,8 +149,9 @@ def train_step_images_per_s(repeats: int) -> dict:
     def make(mode):
         def step(p, s, x, y):
             with conv.backward(mode):
-                loss, grads = jax.value_and_grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
-                    model.apply(p, x), y).mean())(p)
+                loss, grads = jax.value_and_grad(
+                    lambda p: optax.softmax_cross_entropy_with_integer_labels(
+                        model.apply(p, x), y).mean())(p)
             updates, s = opt.update(grads, s, p)
             return optax.apply_updates(p, updates), s, loss
 
@@ -243,13 +244,14 @@ def main() -> None:
 
         base, new = med("0", "lax"), med("1", "auto")
         lines += ["", "Allocator A/B (child processes, alternating, 2 rounds; median step s):",
-                  "| allocator | lax VJP | auto | faults/step | sys s/step |", "|---|---|---|---|---|"]
+                  "| allocator | lax VJP | auto | faults/step | sys s/step |",
+                  "|---|---|---|---|---|"]
         for flag, name in (("0", "glibc default"), ("1", "retain_freed_memory")):
             lines.append(f"| {name} | {med(flag, 'lax'):.3f} | {med(flag, 'auto'):.3f} | "
                          f"{np.median([r['page_faults_per_step'] for r in ab[flag]]):.0f} | "
                          f"{np.median([r['sys_s_per_step'] for r in ab[flag]]):.3f} |")
-        lines.append(f"\nToday's configuration (glibc default, lax VJP) {base:.3f} s/step → shipped "
-                     f"(retained, auto) {new:.3f} s/step: **{base / new:.2f}×** images/s.")
+        lines.append(f"\nToday's configuration (glibc default, lax VJP) {base:.3f} s/step → "
+                     f"shipped (retained, auto) {new:.3f} s/step: **{base / new:.2f}×** images/s.")
         result["speedup_vs_before"] = base / new
         print("\n".join(lines[-6:]), flush=True)
 

@@ -226,7 +226,11 @@ class BlendOutput(NamedTuple):
       loss_history: ``[iterations]`` float, the matching loss L before each update.
       n_guarded: clusters whose final weights hit the Σw → 0 guard (uniform weights used).
       lr: the learning rate used.
-      timings: ``{"blend_s", "blend_compile_s"}`` seconds (run time excludes compilation).
+      timings: ``{"blend_s", "blend_compile_s"}`` seconds (run time excludes compilation), and
+        the run's parts: ``blend_targets_s`` (gathering members and their target features),
+        ``blend_iterations_s`` (the SGD steps), ``blend_finish_s`` (the images) and
+        ``blend_iteration_s`` (a list: each step's seconds). What ``blend_s`` has beyond them
+        is host work: checks, the chunk layout, the extractors' init, re-padding the weights.
     """
 
     images: jax.Array
@@ -490,9 +494,15 @@ def _blend_chunks(lay: ChunkLayout, x, extractors, *, iterations, lr, momentum, 
     program, and on XLA:CPU the same forward/backward ran ≈1.4× slower inside a while loop
     (lax.scan) than as a top-level program (measured).
 
+    Each stage is blocked on before the next starts, so the per-stage wall times add up to the
+    loop's time (the steps depend on each other anyway; blocking costs one dispatch latency per
+    iteration).
+
     Returns:
       ``((images [Q, K, h, w, c], wn [Q, M], losses [Q, iterations], guarded [Q, K]),
-      compile_s)``, the arrays ready (blocked).
+      compile_s, stage_s)``, the arrays ready (blocked); ``stage_s`` has the seconds spent in
+      ``targets`` (gather + forward of the members), ``iterations`` and ``finish``, summed over
+      chunks, and ``iteration_s`` (each step's seconds, in order).
     """
     idx, seg, mmask, counts, cmask = lay.idx, lay.seg, lay.mmask, lay.counts_qk, lay.cmask
     hyper = (jnp.float32(lr), jnp.float32(momentum), jnp.float32(1.0 / lay.counts.size))
@@ -505,7 +515,10 @@ def _blend_chunks(lay: ChunkLayout, x, extractors, *, iterations, lr, momentum, 
         blend_prepare_jitted, extractors, x, idx[0], seg[0], mmask[0], counts[0],
         apply_fn=apply_fn, batch_size=int(batch_size), method=method,
     )
-    xm, mu, w = prep(extractors, x, idx[0], seg[0], mmask[0], counts[0])
+    clock = time.perf_counter
+    t0 = clock()
+    xm, mu, w = jax.block_until_ready(prep(extractors, x, idx[0], seg[0], mmask[0], counts[0]))
+    first_targets_s = clock() - t0
     step, seconds = compile_ahead(
         blend_step_jitted, *step_args(0, w, jnp.zeros_like(w), 0, xm, mu), apply_fn=apply_fn,
         weights=weights, method=method,
@@ -516,18 +529,28 @@ def _blend_chunks(lay: ChunkLayout, x, extractors, *, iterations, lr, momentum, 
     compile_s += seconds
 
     outs, losses = [], []
+    stage_s = {"targets": first_targets_s, "iterations": 0.0, "finish": 0.0, "iteration_s": []}
     for q in range(idx.shape[0]):
+        t0 = clock()
         if q:
-            xm, mu, w = prep(extractors, x, idx[q], seg[q], mmask[q], counts[q])
+            xm, mu, w = jax.block_until_ready(prep(extractors, x, idx[q], seg[q], mmask[q],
+                                                   counts[q]))
         buf = jnp.zeros_like(w)
+        stage_s["targets"] += clock() - t0
         chunk_losses = []
         for it in range(iterations):
-            w, buf, loss = step(*step_args(q, w, buf, it, xm, mu))
+            t0 = clock()
+            w, buf, loss = jax.block_until_ready(step(*step_args(q, w, buf, it, xm, mu)))
+            stage_s["iteration_s"].append(clock() - t0)
             chunk_losses.append(loss)
-        outs.append(finish(w, xm, seg[q], mmask[q], counts[q]))
+        t0 = clock()
+        outs.append(jax.block_until_ready(finish(w, xm, seg[q], mmask[q], counts[q])))
         losses.append(jnp.stack(chunk_losses) if iterations else jnp.zeros(0))
+        stage_s["finish"] += clock() - t0
+    stage_s["iterations"] = float(sum(stage_s["iteration_s"]))
     images, wn, guarded = (jnp.stack(o) for o in zip(*outs, strict=True))
-    return jax.block_until_ready((images, wn, jnp.stack(losses), guarded)), compile_s
+    return (jax.block_until_ready((images, wn, jnp.stack(losses), guarded)), compile_s,
+            stage_s)
 
 
 def blend_clusters(
@@ -598,7 +621,7 @@ def blend_clusters(
     keys = key[None] if n_extractors == 1 else jax.vmap(
         lambda i: jax.random.fold_in(key, i))(jnp.arange(n_distinct))
     extractors, _, init_compile_s = timed(init_extractors, keys, init_fn=init_fn)
-    (images, wn, losses, guarded), compile_s = _blend_chunks(
+    (images, wn, losses, guarded), compile_s, stage_s = _blend_chunks(
         lay, jnp.asarray(x_NxHxWxC), extractors, iterations=iterations, lr=lr,
         momentum=momentum, apply_fn=apply_fn, weights=weights, batch_size=batch_size,
         method=method,
@@ -623,7 +646,11 @@ def blend_clusters(
         loss_history=np.asarray(losses, np.float64).sum(axis=0),
         n_guarded=int(np.asarray(guarded).reshape(-1)[:S].sum()),
         lr=float(lr),
-        timings={"blend_s": wall - compile_s, "blend_compile_s": compile_s},
+        timings={"blend_s": wall - compile_s, "blend_compile_s": compile_s,
+                 "blend_targets_s": stage_s["targets"],
+                 "blend_iterations_s": stage_s["iterations"],
+                 "blend_finish_s": stage_s["finish"],
+                 "blend_iteration_s": stage_s["iteration_s"]},
     )
 
 
@@ -707,7 +734,8 @@ def condense(
             key=key, **blend_kwargs,
         )
     x_red, y_red = reduced_retain_set(x_NxHxWxC, y_N, split, blend)
-    bt = blend.timings if blend is not None else {"blend_s": 0.0, "blend_compile_s": 0.0}
+    bt = ({k: blend.timings[k] for k in ("blend_s", "blend_compile_s")} if blend is not None
+          else {"blend_s": 0.0, "blend_compile_s": 0.0})
     timings = {**split.timings, **bt, "total_s": split.timings["split_s"] + bt["blend_s"]}
     sizes = {
         "n_retain": split.n_retain,

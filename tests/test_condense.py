@@ -292,6 +292,12 @@ def test_condense_classwise_and_uniform(net):
     # Blended images use only retain images.
     used = blend.member_idx[blend.member_idx >= 0]
     assert np.isin(used, retain).all() and not np.isin(used, forget).any()
+    # The run's parts, timed inside it: one time per SGD step, and parts within the whole.
+    t = blend.timings
+    assert len(t["blend_iteration_s"]) == 12  # one chunk, the default 12 iterations
+    assert t["blend_iterations_s"] == pytest.approx(sum(t["blend_iteration_s"]))
+    parts = t["blend_targets_s"] + t["blend_iterations_s"] + t["blend_finish_s"]
+    assert 0 < parts <= t["blend_s"]
 
 
 # ------------------------------------------------------------------------------- DM

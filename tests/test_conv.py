@@ -100,7 +100,8 @@ def test_gemm_backward_under_vmap_over_a_models_axis():
         return jnp.sum(jnp.sin(conv.conv2d(x, wt, (1, 1), ((1, 1), (1, 1)), backward_mode=mode)))
 
     for mode in ("gemm", "lax"):
-        dx, dw = jax.vmap(jax.grad(lambda x, w, mode=mode: loss(mode, x, w), argnums=(0, 1)))(xs, ws)
+        grad = jax.grad(lambda x, w, mode=mode: loss(mode, x, w), argnums=(0, 1))
+        dx, dw = jax.vmap(grad)(xs, ws)
         chex.assert_shape(dw, (m, 3, 3, 4, 6))
         for i in range(m):
             dxi, dwi = jax.grad(lambda x, w: loss("lax", x, w), argnums=(0, 1))(xs[i], ws[i])
