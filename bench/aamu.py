@@ -16,8 +16,11 @@ Measured, compile time apart (ahead-of-time ``lower().compile()``, ``block_until
   forward of the same unseen images, nothing else (no sampling, no loss transform, no optimiser).
   Two layouts are timed, separate calls per group (as the step does) and retain + forget
   concatenated into one call; the floor is the faster. Target: A-CF step ≤ 1.2× floor;
-- one full A-CF epoch (71 steps) through ``run_method``, as the study runs it. For context, the
-  reference PyTorch code takes 115–140 s for that epoch on this 2-core machine.
+- one A-CF epoch on the full retain set (71 steps) through ``run_method``, as the study runs it,
+  and, with ``--reduced_n N``, one on a retain set of N images (the size of the reduced retain
+  set, residual images + Blend images, that the side-by-side run takes from the reference's
+  record). Compare these with the reference only in the same window: ``bench/side_by_side.py``
+  runs both back to back.
 
 Steps are timed in interleaved rounds (CF, A-CF, floor, CF, ...) of ``--steps`` steps each, and
 the medians of the rounds are reported, because the machine's 2 cores are shared and timings move
@@ -98,22 +101,9 @@ def _floor_runner(apply_fn, params, data, b: int, m: int, concat: bool):
     return compiled, args, time.perf_counter() - t0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=500, help="training images per class")
-    p.add_argument("--unseen", type=int, default=100, help="unseen-pool images per class")
-    p.add_argument("--steps", type=int, default=5, help="steps per timed round")
-    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
-    p.add_argument("--no_epoch", action="store_true", help="skip the full A-CF epoch")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                 "aamu.json"))
-    args = p.parse_args(argv)
-
-    data = _data(args.n, args.unseen)
-    model = build_model("convnet", 10, depth=3, width=128)
-    params = init_params(model, jax.random.key(0), (32, 32, 3))
+def _steps(args, model, params, data, acf) -> dict:
+    """CF, A-CF and floor steps in interleaved rounds; the result fields and a printed table."""
     cf = make_method("cf", model.apply, batch_size=64)
-    acf = make_method("a_cf", model.apply, batch_size=64)
     b = acf.batch_size
     m = 4 * b
     mf = min(m, data.forget.y.shape[0])
@@ -166,8 +156,6 @@ def main(argv=None) -> int:
     ips = {k: images[k] / step_s[k] for k in step_s}
 
     result = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "jax": jax.__version__, "device": str(jax.devices()[0])},
         "setup": {"model": "convnet-3 width 128", "image": [32, 32, 3], "batch": b,
                   "forget_samples": mf, "unseen_samples": mu,
                   "unseen_real_per_step": int(np.sum(np.asarray(data.unseen.y)[
@@ -193,14 +181,49 @@ def main(argv=None) -> int:
           f"{result['a_cf_throughput_over_cf_throughput']:.2f}x; A-CF step / floor "
           f"({floor_name}): {result['a_cf_step_over_floor']:.2f}x (target <= 1.2)")
 
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=500, help="training images per class")
+    p.add_argument("--unseen", type=int, default=100, help="unseen-pool images per class")
+    p.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
+    p.add_argument("--no_epoch", action="store_true", help="skip the A-CF epochs")
+    p.add_argument("--epochs_only", action="store_true", help="only the A-CF epochs")
+    p.add_argument("--reduced_n", type=int, default=None,
+                   help="also time an A-CF epoch on a retain set of this many images")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                 "aamu.json"))
+    args = p.parse_args(argv)
+
+    data = _data(args.n, args.unseen)
+    model = build_model("convnet", 10, depth=3, width=128)
+    params = init_params(model, jax.random.key(0), (32, 32, 3))
+    acf = make_method("a_cf", model.apply, batch_size=64)
+    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "jax": jax.__version__, "device": str(jax.devices()[0])}}
+    if not args.epochs_only:
+        result.update(_steps(args, model, params, data, acf))
     if not args.no_epoch:
-        out = run_method(acf, params, data, jax.random.key(1))
-        steps = -(-retain_n // b)
-        result["a_cf_epoch"] = {"unlearn_s": out.unlearn_s, "compile_s": out.compile_s,
-                                "steps": steps, "step_s": out.unlearn_s / steps,
-                                "reference_pytorch_s": [115, 140]}
-        print(f"A-CF epoch ({retain_n} retain images, {steps} steps): {out.unlearn_s:.1f} s "
-              f"(+{out.compile_s:.1f} s compile); reference PyTorch: 115-140 s")
+        sets = {"a_cf_epoch": data}
+        if args.reduced_n:
+            ds = synthetic_dataset(args.n, args.unseen)
+            keep = np.flatnonzero(ds.y_train != 0)[: args.reduced_n]
+            forget = ds.y_train == 0
+            sets["a_cf_epoch_reduced"] = make_unlearn_data(
+                (ds.x_train[keep], ds.y_train[keep]), (ds.x_train[forget], ds.y_train[forget]),
+                (ds.x_test, ds.y_test), ds.num_classes)
+        b = acf.batch_size
+        for name, d in sets.items():
+            out = run_method(acf, params, d, jax.random.key(1))
+            n_ret = int(d.retain.n)
+            steps = -(-n_ret // b)
+            result[name] = {"unlearn_s": out.unlearn_s, "compile_s": out.compile_s,
+                            "retain": n_ret, "steps": steps, "step_s": out.unlearn_s / steps}
+            print(f"A-CF epoch ({n_ret} retain images, {steps} steps): {out.unlearn_s:.1f} s "
+                  f"(+{out.compile_s:.1f} s compile)", flush=True)
 
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
