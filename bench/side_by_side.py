@@ -21,7 +21,8 @@ Usage::
 
     python bench/side_by_side.py --ref_python $SCRATCH/venv/bin/python \\
         --ref_timing $SCRATCH/ref_timing.py --ref_dir $SCRATCH/DC_Unlearning
-    python bench/side_by_side.py ... --n 5000 --ipc 1000 --stages 1,2,3 --rounds 1  # paper scale
+    python bench/side_by_side.py ... --n 5000 --ipc 1000 --stages 1,2,3 --rounds 1 \
+        --blend-runs 1 --repeats 1                                             # paper scale
 
 Writes ``bench/results/side_by_side_<n>_<ipc>_<date>.json`` and ``.md``.
 """
@@ -60,7 +61,8 @@ def ours_round(args, tag: str, reduced_n: int | None, tmp: str) -> dict:
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
     cond = os.path.join(tmp, f"condense_{tag}.json")
     _run([sys.executable, os.path.join(HERE, "condense.py"), "--n", str(args.n), "--ipc",
-          str(args.ipc), "--out", cond, "--blend-runs", str(args.blend_runs)], env)
+          str(args.ipc), "--out", cond, "--blend-runs", str(args.blend_runs), "--repeats",
+          str(args.repeats)], env)
     with open(cond) as f:
         res = {"condense": json.load(f)}
     if "4" in args.stages.split(","):
@@ -107,7 +109,8 @@ def main(argv=None) -> int:
     p.add_argument("--ipc", type=int, default=100)
     p.add_argument("--stages", default="1,2,3,4", help="reference stages (4 = A-CF epochs)")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--blend-runs", type=int, default=3)
+    p.add_argument("--blend-runs", type=int, default=3, help="our Blend runs (median)")
+    p.add_argument("--repeats", type=int, default=3, help="bench/condense.py's floor repeats")
     args = p.parse_args(argv)
 
     date = datetime.datetime.now().isoformat(timespec="seconds")
