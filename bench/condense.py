@@ -32,7 +32,7 @@ from __future__ import annotations
 if __name__ == "__main__":
     from jaxunlearn.hostmem import retain_freed_memory
 
-    retain_freed_memory()  # before JAX starts, as the experiments do
+    retain_freed_memory()  # before JAX starts; CIFAR-shaped work, so the single arena too
 
 import argparse
 import json

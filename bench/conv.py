@@ -43,7 +43,7 @@ import time
 if __name__ == "__main__" and "--child-step" not in sys.argv:
     from jaxunlearn.hostmem import retain_freed_memory
 
-    retain_freed_memory()  # before JAX starts, as the experiments do
+    retain_freed_memory()  # before JAX starts; CIFAR-shaped work, so the single arena too
 
 import jax
 import jax.numpy as jnp

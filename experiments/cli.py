@@ -28,9 +28,14 @@ from typing import Any
 
 from experiments.configs.base import SCALES, Config, use_model
 from experiments.io import log, prepare_workdir
+from jaxunlearn.hostmem import retain_freed_memory
 from jaxunlearn.unlearn import available_methods
 
 __all__ = ["apply_args", "build_parser", "main", "parse_seeds", "run_and_report", "set_value"]
+
+# Datasets of images so small (digits: 8×8) that one malloc arena for every thread would slow
+# their steps (jaxunlearn/hostmem.py); every other dataset gets the single arena.
+SMALL_IMAGE_DATASETS = ("digits",)
 
 # Named flags for config fields: flag -> (field, argparse keywords); added when the field exists.
 _FIELD_FLAGS: dict[str, tuple[str, dict]] = {
@@ -279,6 +284,10 @@ def main(get_config: Callable[..., Config], run: Callable[[Any, str], Any], doc:
     def make_config() -> Config:
         kwargs = {"scale": args.scale} if getattr(args, "scale", None) else {}
         cfg = get_config(args.config, **kwargs) if configs else get_config(**kwargs)
-        return apply_args(cfg, args)
+        cfg = apply_args(cfg, args)
+        if getattr(cfg, "dataset", "digits") not in SMALL_IMAGE_DATASETS:
+            # before any JAX work: buffers above 64 MiB (jaxunlearn/hostmem.py)
+            retain_freed_memory(single_arena=True)
+        return cfg
 
     return run_and_report(make_config, run, args.workdir)

@@ -36,17 +36,22 @@ __all__ = ["retain_freed_memory"]
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_done = False
+_done: set[str] = set()
 
 
-def retain_freed_memory() -> bool:
+def retain_freed_memory(single_arena: bool = True) -> bool:
     """Make glibc keep freed memory (see the module docstring). True if the settings took effect.
+
+    Args:
+      single_arena: also serve every thread from one arena (for work with buffers above 64 MiB,
+        e.g. a ConvNet-3 step on 32×32 images; it slows steps on tiny images). It can be added by
+        a later call, as long as JAX has not started.
 
     Returns False, and changes nothing, when ``JAXUNLEARN_RETAIN_MEMORY=0``, off Linux, or when
     the C library has no ``mallopt``.
     """
-    global _done
-    if _done:
+    wanted = {"retain"} | ({"single_arena"} if single_arena else set())
+    if wanted <= _done:
         return True
     if os.environ.get("JAXUNLEARN_RETAIN_MEMORY", "1") == "0" or not sys.platform.startswith(
             "linux"):
@@ -58,7 +63,10 @@ def retain_freed_memory() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     # glibc converts the int to size_t, so -1 is the largest threshold: never trim.
-    ok = all(mallopt(param, value) == 1 for param, value in (
-        (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
-    _done = ok
+    settings = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)]
+    if single_arena:
+        settings.append((_M_ARENA_MAX, 1))
+    ok = all(mallopt(param, value) == 1 for param, value in settings)
+    if ok:
+        _done.update(wanted)
     return ok

@@ -7,7 +7,7 @@ import pytest
 
 from jaxunlearn.hostmem import retain_freed_memory
 
-retain_freed_memory()  # before JAX starts, as the experiments do (jaxunlearn/hostmem.py)
+retain_freed_memory(single_arena=False)  # tiny shapes, as the digits studies (hostmem.py)
 
 
 def make_blobs_images(n_per_class: int = 40, num_classes: int = 4, size: int = 8,
