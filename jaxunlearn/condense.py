@@ -241,7 +241,7 @@ class BlendOutput(NamedTuple):
     loss_history: np.ndarray
     n_guarded: int
     lr: float
-    timings: dict[str, float]
+    timings: dict[str, Any]  # seconds; blend_iteration_s is a list
 
 
 def _normalise(w, seg, mmask, counts, num_segments: int, mode: str):
