@@ -59,10 +59,11 @@ from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
 from jaxunlearn.unlearn.aamu import sample_forget_unseen
 
 
-def _data(n_per_class: int, n_unseen_per_class: int):
-    ds = synthetic_dataset(n_per_class, n_unseen_per_class)
+def _data(ds, retain_n: int | None = None):
+    """Class 0 forgotten; the retain set is the other classes' images (the first ``retain_n``)."""
     forget = ds.y_train == 0
-    return make_unlearn_data((ds.x_train[~forget], ds.y_train[~forget]),
+    keep = np.flatnonzero(~forget)[:retain_n]
+    return make_unlearn_data((ds.x_train[keep], ds.y_train[keep]),
                              (ds.x_train[forget], ds.y_train[forget]),
                              (ds.x_test, ds.y_test), ds.num_classes)
 
@@ -203,7 +204,8 @@ def main(argv=None) -> int:
                                                  "aamu.json"))
     args = p.parse_args(argv)
 
-    data = _data(args.n, args.unseen)
+    ds = synthetic_dataset(args.n, args.unseen)
+    data = _data(ds)
     model = build_model("convnet", 10, depth=3, width=128)
     params = init_params(model, jax.random.key(0), (32, 32, 3))
     acf = make_method("a_cf", model.apply, batch_size=64)
@@ -214,12 +216,7 @@ def main(argv=None) -> int:
     if not args.no_epoch:
         sets = {"a_cf_epoch": data}
         if args.reduced_n:
-            ds = synthetic_dataset(args.n, args.unseen)
-            keep = np.flatnonzero(ds.y_train != 0)[: args.reduced_n]
-            forget = ds.y_train == 0
-            sets["a_cf_epoch_reduced"] = make_unlearn_data(
-                (ds.x_train[keep], ds.y_train[keep]), (ds.x_train[forget], ds.y_train[forget]),
-                (ds.x_test, ds.y_test), ds.num_classes)
+            sets["a_cf_epoch_reduced"] = _data(ds, args.reduced_n)
         b = acf.batch_size
         for name, d in sets.items():
             out = run_method(acf, params, d, jax.random.key(1))

@@ -14,11 +14,12 @@ what ``"auto"`` picks for the shape. The stem's input gradient is never computed
 input is data), so it is shown but not a target. Repeats are interleaved (A, B, A, B, ...) and the
 median is reported, since the machine's 2 cores are shared.
 
-``--step`` also times the ConvNet-3 train step (forward, backward, SGD-momentum update; 320 images
-of 32×32) with ``backward("lax")`` and ``backward("auto")`` interleaved in this process, and
-``--allocator`` runs that step in child processes with ``JAXUNLEARN_RETAIN_MEMORY=0`` and ``=1``
-alternately (the allocator setting is process-wide), so that "today's" configuration (lax's VJP,
-glibc's default allocator) stands beside the shipped one (``auto``, memory retained).
+Then (unless ``--no-step``) it times the ConvNet-3 train step (forward, backward, SGD-momentum
+update; 320 images of 32×32) with ``backward("lax")`` and ``backward("auto")`` interleaved in this
+process, and (unless ``--no-allocator``) runs that step in child processes with
+``JAXUNLEARN_RETAIN_MEMORY=0`` and ``=1`` alternately (the allocator setting is process-wide), so
+that "today's" configuration (lax's VJP, glibc's default allocator) stands beside the shipped one
+(``auto``, memory retained).
 
 Usage::
 
@@ -53,7 +54,7 @@ import optax
 from jaxunlearn import conv
 from jaxunlearn.models import build_model
 
-DN = ("NHWC", "HWIO", "NHWC")
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 # (model, layer, batch, H_in, C_in, C_out, k, stride)
 SHAPES = [
@@ -255,8 +256,8 @@ def main() -> None:
         result["speedup_vs_before"] = base / new
         print("\n".join(lines[-6:]), flush=True)
 
-    os.makedirs("bench/results", exist_ok=True)
-    stem = f"bench/results/conv_{result['date']}"
+    os.makedirs(RESULTS, exist_ok=True)
+    stem = os.path.join(RESULTS, f"conv_{result['date']}")
     with open(stem + ".json", "w") as fh:
         json.dump(result, fh, indent=1)
     with open(stem + ".md", "w") as fh:
