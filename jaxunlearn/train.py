@@ -379,6 +379,7 @@ def run_phases(
     lr_schedule: Callable[[int], float] | None = None,
     begin_epoch: Callable[[TrainState, int, Any, jax.Array], TrainState] | None = None,
     end_epoch: Callable[[int, TrainState, dict], None] | None = None,
+    after_step: Callable[[int, TrainState], None] | None = None,
     runner: PhaseRunner | None = None,
     progress: bool | str = False,
 ) -> tuple[TrainState, list[dict]]:
@@ -394,6 +395,10 @@ def run_phases(
       lr_schedule: epoch -> learning rate, set into the optimiser state before the epoch.
       begin_epoch: optional hook ``(state, epoch, data, key) -> state`` (e.g. pruning).
       end_epoch: optional host callback ``(epoch, state, metrics)``, e.g. validation.
+      after_step: optional host callback ``(steps_done, state)`` after every step, counting the
+        steps of every phase from 1 (e.g. evaluation during unlearning: see
+        :func:`jaxunlearn.unlearn.run_method`). ``state`` is donated to the next step: read
+        what you need before returning.
       runner: a :class:`PhaseRunner` whose compile time the caller reads; a fresh one otherwise.
       progress: show a tqdm bar over steps (a string sets its description).
 
@@ -409,6 +414,7 @@ def run_phases(
         bar = tqdm(total=epochs, desc=progress if isinstance(progress, str) else "train",
                    unit="epoch", leave=False, dynamic_ncols=True)
     n_cache: dict[str, int] = {}
+    steps_done = 0
     for epoch in range(epochs):
         key_e = jax.random.fold_in(key, epoch)
         if lr_schedule is not None:
@@ -429,6 +435,9 @@ def run_phases(
             run = runner.runner(phase, state, data, order, key_p)
             for s in range(_steps_per_epoch(n, batch_size)):
                 state, metrics = run(state, data, order, jnp.int32(s), key_p)
+                steps_done += 1
+                if after_step is not None:
+                    after_step(steps_done, state)
                 for name, value in metrics.items():
                     tag = f"{phase.stream}/{name}"
                     sums[tag] = sums[tag] + value if tag in sums else value

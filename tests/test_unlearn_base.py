@@ -80,3 +80,48 @@ def test_unseen_pool_keeps_only_the_forgotten_classes_and_caps_the_aamu_sample()
     # no unseen example of a forgotten class: an empty pool, no error
     empty = make_unlearn_data((x[100:], y[100:]), (x[:40], y[:40]), (x[100:], y[100:]), 3)
     assert int(empty.unseen.n) == 0
+
+
+def test_evaluation_during_unlearning_pauses_the_clock_and_leaves_the_run_unchanged(setup):
+    import time
+
+    model, init_fn, data = setup
+    params = init_fn(jax.random.key(0))
+    # 80 retain images at batch 16: 5 steps per epoch, 3 epochs = 15 steps
+    method = make_method("cf", model.apply, epochs=3, lr=0.01, batch_size=16)
+    plain = run_method(method, params, data, jax.random.key(1))
+    seen = []
+
+    def eval_fn(p):
+        seen.append(jax.tree.map(np.asarray, p))
+        time.sleep(0.05)  # an evaluation far slower than a step: must not enter unlearn_s
+        return {"w0": float(np.asarray(jax.tree.leaves(p)[0]).ravel()[0])}
+
+    t0 = time.perf_counter()
+    out = run_method(method, params, data, jax.random.key(1), eval_every=4, eval_fn=eval_fn)
+    wall = time.perf_counter() - t0
+    # evaluations do not change the run: same final parameters as without them
+    chex.assert_trees_all_equal(out.params, plain.params)
+    # before the first step, every 4th step, and the last step (15 is not a multiple of 4)
+    assert [p["step"] for p in out.curve] == [0, 4, 8, 12, 15]
+    chex.assert_trees_all_equal(seen[0], jax.tree.map(np.asarray, params))
+    chex.assert_trees_all_equal(seen[-1], jax.tree.map(np.asarray, out.params))
+    times = [p["unlearn_s"] for p in out.curve]
+    assert times == sorted(times) and times[-1] == out.unlearn_s
+    # 5 sleeps of 50 ms are in eval_s and not in unlearn_s
+    assert out.eval_s >= 0.25 and out.unlearn_s <= wall - 0.25
+    assert all(set(p) == {"step", "unlearn_s", "w0"} for p in out.curve)
+    # a step count that is a multiple of eval_every is not evaluated twice
+    out = run_method(method, params, data, jax.random.key(1), eval_every=5, eval_fn=eval_fn)
+    assert [p["step"] for p in out.curve] == [0, 5, 10, 15]
+    assert plain.curve == [] and plain.eval_s == 0.0
+
+
+def test_eval_every_needs_a_positive_interval_and_an_eval_fn(setup):
+    model, init_fn, data = setup
+    params = init_fn(jax.random.key(0))
+    method = make_method("cf", model.apply, epochs=1, lr=0.01, batch_size=16)
+    with pytest.raises(ValueError, match="eval_every"):
+        run_method(method, params, data, jax.random.key(1), eval_every=3)
+    with pytest.raises(ValueError, match="eval_every"):
+        run_method(method, params, data, jax.random.key(1), eval_every=0, eval_fn=lambda p: {})

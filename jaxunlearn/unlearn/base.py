@@ -24,6 +24,7 @@ the ``primary_loss`` hook with its default :func:`mean_primary_loss`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -124,22 +125,43 @@ class UnlearnOutput(NamedTuple):
     unlearn_s: float  # wall clock of the unlearning itself, device-synchronised, compile excluded
     compile_s: float  # ahead-of-time compile time of the method's steps
     history: list
+    curve: list = []  # noqa: RUF012  evaluations during the run (``eval_every``), oldest first
+    eval_s: float = 0.0  # wall clock spent in those evaluations (outside ``unlearn_s``)
 
 
 def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array, *,
-               progress: bool | str = False) -> UnlearnOutput:
+               progress: bool | str = False, eval_every: int | None = None,
+               eval_fn: Callable[[Params], Mapping[str, Any]] | None = None) -> UnlearnOutput:
     """Unlearn with ``method`` starting from the original ``params``.
 
     Compilation is done ahead of time for every phase the method will run, and timed apart;
     ``unlearn_s`` covers preparation, the one-shot edit, every epoch, and ends after
     ``jax.block_until_ready`` on the final parameters.
 
+    Evaluation during the run (forgetting curves): with ``eval_every=k`` and ``eval_fn``, the
+    parameters are evaluated before the first step (after ``prepare``, ``init`` and ``edit``),
+    after every k-th step (the steps of every phase counted together) and after the last step.
+    The clock is paused during each evaluation: ``unlearn_s``, and each point's ``unlearn_s``,
+    are the unlearning alone (each point waits for its parameters first, so the device is
+    synchronised there). ``curve`` holds one dict per point: ``step``, ``unlearn_s`` and
+    ``eval_fn``'s fields; ``eval_s`` is the time the evaluations took.
+
     Args:
       method: the :class:`Method` (e.g. ``make_method("cf", apply_fn, ...)``).
       params: the original model's parameters (not modified).
       data: the device-resident pools.
       key: the unlearning PRNG key (split inside into init / prepare / edit / epochs).
+      progress: show a progress bar (a string sets its description).
+      eval_every: evaluate every this many steps (``None``: no evaluation during the run).
+      eval_fn: ``eval_fn(params) -> {name: value}`` (host values), required with
+        ``eval_every``; it must not keep references to ``params`` (the next step donates them).
+
+    Raises:
+      ValueError: ``eval_every`` < 1, or ``eval_every`` without ``eval_fn``.
     """
+    if eval_every is not None and (eval_fn is None or int(eval_every) < 1):
+        raise ValueError(f"eval_every must be a positive number of steps with an eval_fn; got "
+                         f"eval_every={eval_every!r}, eval_fn={eval_fn!r}")
     k_init, k_prep, k_edit, k_loop = jax.random.split(key, 4)
     data = sharding.replicate(data)
     params = jax.tree.map(jnp.copy, params)  # steps donate their state: never touch the caller's
@@ -168,18 +190,62 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
     del state0
 
     # --- the timed unlearning ---
-    t0 = time.perf_counter()
+    clock = _PausableClock()
+    curve: list[dict] = []
+
+    def evaluate_at(steps_done: int, state: TrainState) -> None:
+        jax.block_until_ready(state.params)
+        with clock.paused() as elapsed:
+            curve.append({"step": steps_done, "unlearn_s": elapsed, **eval_fn(state.params)})
+
+    steps = [0]
+
+    def after_step(steps_done: int, state: TrainState) -> None:
+        steps[0] = steps_done
+        if steps_done % eval_every == 0:
+            evaluate_at(steps_done, state)
+
+    clock.start()
     prepared = prepare(k_prep, data) if prepare else data
     state = compiled_init(k_init, params, prepared)
     if edit is not None:
         state = edit(state, prepared, k_edit)
+    if eval_every is not None:
+        evaluate_at(0, state)
     state, history = run_phases(
         state, prepared, k_loop, epochs=method.epochs, phases=method.phases,
         batch_size=method.batch_size, lr_schedule=method.lr_schedule,
-        begin_epoch=method.begin_epoch, runner=runner, progress=progress)
+        begin_epoch=method.begin_epoch, after_step=None if eval_every is None else after_step,
+        runner=runner, progress=progress)
     out_params = jax.block_until_ready(state.params)
-    unlearn_s = time.perf_counter() - t0
-    return UnlearnOutput(out_params, unlearn_s, compile_s + runner.compile_s, history)
+    unlearn_s = clock.read()
+    if eval_every is not None and curve[-1]["step"] != steps[0]:
+        with clock.paused():
+            curve.append({"step": steps[0], "unlearn_s": unlearn_s, **eval_fn(out_params)})
+    return UnlearnOutput(out_params, unlearn_s, compile_s + runner.compile_s, history, curve,
+                         clock.paused_s)
+
+
+class _PausableClock:
+    """Wall clock that excludes the intervals spent inside :meth:`paused`."""
+
+    def __init__(self) -> None:
+        self.t0 = 0.0
+        self.paused_s = 0.0
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+        self.paused_s = 0.0
+
+    def read(self) -> float:
+        return time.perf_counter() - self.t0 - self.paused_s
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Yields the time read at the pause; the block's own duration is then excluded."""
+        t = time.perf_counter()
+        yield t - self.t0 - self.paused_s
+        self.paused_s += time.perf_counter() - t
 
 
 # ---------------------------------------------------------------------------------------------
