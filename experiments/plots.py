@@ -13,6 +13,9 @@ from a study's records:
 - ``rounds.png`` (multi-round studies): cumulative time, test and forget accuracy and MIA per
   round.
 
+:func:`forgetting_curves_plot` draws ``experiments.forgetting_curves``'s figure: the metrics of
+every evaluation during unlearning against seconds on a log axis, with Retrain's level as a band.
+
 :func:`blend_grid` (and :func:`blend_grid_from_output` for a
 :class:`jaxunlearn.condense.BlendOutput`) draws blended images next to their clusters' members;
 the condensation code calls it when it has the images.
@@ -420,6 +423,64 @@ def blend_grid_from_output(path: str, x_train: Any, blend: Any, *, rows: int = 8
     return blend_grid(path, np.asarray(blend.images)[pick], members,
                       labels=np.asarray(blend.labels)[pick], weights_list=weights,
                       max_members=max_members, title=title)
+
+
+def forgetting_curves_plot(path: str, series: dict[tuple[str, bool], list[list[dict]]],
+                           target: dict[str, float], *, tolerance: float,
+                           title: str = "forgetting curves") -> str | None:
+    """Forget accuracy, test accuracy on the retained classes and MIA AUC against seconds (log).
+
+    Args:
+      path: the PNG to write.
+      series: ``(method, condensed) -> one list of evaluations per seed`` (dicts with
+        ``unlearn_s``, ``blend_stages_s`` and the three metrics); with Blend the time axis adds
+        the Blend stages. A budget-tied method's evaluations (one per budget) get markers.
+      target: the seed-mean of Retrain's three metrics (without Blend): drawn as a band of
+        ± ``tolerance``.
+    """
+    if not series:
+        return None
+    fields = (("forget_acc", "forget accuracy (%)"),
+              ("test_retained_acc", "test accuracy, retained classes (%)"),
+              ("mia_auc", "MIA AUC (plain)"))
+    columns = sorted({c for _, c in series})
+    methods = list(dict.fromkeys(m for m, _ in series))
+    colours = dict(zip(methods, _colours(len(methods)), strict=True))
+    fig = _figure(14, 3.9 * len(columns))
+    axes = np.atleast_2d(fig.subplots(len(columns), 3, gridspec_kw=dict(wspace=0.25,
+                                                                        hspace=0.35)))
+    for row, cond in enumerate(columns):
+        for ax, (field, name) in zip(axes[row], fields, strict=True):
+            if field in target:
+                lo, hi = target[field] - tolerance, target[field] + tolerance
+                if field == "forget_acc":
+                    lo = -1.0
+                elif field == "test_retained_acc":
+                    hi = 101.0
+                ax.axhspan(lo, hi, color="grey", alpha=0.15, lw=0)
+            for (method, c), per_seed in series.items():
+                if c != cond:
+                    continue
+                for pts in per_seed:
+                    t = [p["unlearn_s"] + (p.get("blend_stages_s") or 0.0) for p in pts]
+                    v = [p[field] for p in pts]
+                    keep = [i for i, x in enumerate(t) if x > 0 and v[i] is not None]
+                    ax.plot([t[i] for i in keep], [v[i] for i in keep], color=colours[method],
+                            lw=1.0, alpha=0.55, marker="o" if len(pts) <= 5 else None, ms=3.5)
+            _log_axis(ax, "x")
+            _clip_percent(ax)
+            ax.set_ylabel(name, fontsize=9)
+            ax.set_xlabel("seconds" + (" (unlearning + Blend stages)" if cond else
+                                       " (unlearning)") + ", log", fontsize=9)
+            ax.set_title("with Blend" if cond else "without Blend", fontsize=9)
+            ax.grid(alpha=0.3, which="both")
+    handles = [Line2D([], [], color=colours[m], label=m) for m in methods]
+    handles.append(Line2D([], [], color="grey", alpha=0.4, lw=6,
+                          label=f"Retrain level (± {tolerance:g})"))
+    axes[0][2].legend(handles=handles, loc="best", fontsize=7)
+    fig.suptitle(title + ": one line per seed (budget-tied methods: one dot per budget)",
+                 fontsize=10)
+    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------

