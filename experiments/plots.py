@@ -436,7 +436,7 @@ def forgetting_curves_plot(path: str, series: dict[tuple[str, bool], list[list[d
         ``unlearn_s``, ``blend_stages_s`` and the three metrics); with Blend the time axis adds
         the Blend stages. A budget-tied method's evaluations (one per budget) get markers.
       target: the seed-mean of Retrain's three metrics (without Blend): drawn as a band of
-        ± ``tolerance``.
+        ± ``tolerance`` (each seed is judged against its own Retrain; the band is a guide).
     """
     if not series:
         return None
@@ -449,6 +449,11 @@ def forgetting_curves_plot(path: str, series: dict[tuple[str, bool], list[list[d
     fig = _figure(14, 3.9 * len(columns))
     axes = np.atleast_2d(fig.subplots(len(columns), 3, gridspec_kw=dict(wspace=0.25,
                                                                         hspace=0.35)))
+    # the first evaluation (the model before any step) sits at the preparation time, often
+    # below a millisecond: drawn at the left edge, half the earliest time after a step
+    after = [p["unlearn_s"] + (p.get("blend_stages_s") or 0.0) for per_seed in series.values()
+             for pts in per_seed for p in pts if p.get("step")]
+    left = 0.5 * min(after) if after else 1e-3
     for row, cond in enumerate(columns):
         for ax, (field, name) in zip(axes[row], fields, strict=True):
             if field in target:
@@ -462,12 +467,14 @@ def forgetting_curves_plot(path: str, series: dict[tuple[str, bool], list[list[d
                 if c != cond:
                     continue
                 for pts in per_seed:
-                    t = [p["unlearn_s"] + (p.get("blend_stages_s") or 0.0) for p in pts]
+                    t = [max(p["unlearn_s"] + (p.get("blend_stages_s") or 0.0), left)
+                         for p in pts]
                     v = [p[field] for p in pts]
                     keep = [i for i, x in enumerate(t) if x > 0 and v[i] is not None]
                     ax.plot([t[i] for i in keep], [v[i] for i in keep], color=colours[method],
                             lw=1.0, alpha=0.55, marker="o" if len(pts) <= 5 else None, ms=3.5)
             _log_axis(ax, "x")
+            ax.set_xlim(left=left)
             _clip_percent(ax)
             ax.set_ylabel(name, fontsize=9)
             ax.set_xlabel("seconds" + (" (unlearning + Blend stages)" if cond else
@@ -476,10 +483,11 @@ def forgetting_curves_plot(path: str, series: dict[tuple[str, bool], list[list[d
             ax.grid(alpha=0.3, which="both")
     handles = [Line2D([], [], color=colours[m], label=m) for m in methods]
     handles.append(Line2D([], [], color="grey", alpha=0.4, lw=6,
-                          label=f"Retrain level (± {tolerance:g})"))
-    axes[0][2].legend(handles=handles, loc="best", fontsize=7)
+                          label=f"Retrain level (seed mean ± {tolerance:g})"))
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8,
+               bbox_to_anchor=(0.5, 0.965), frameon=False)
     fig.suptitle(title + ": one line per seed (budget-tied methods: one dot per budget)",
-                 fontsize=10)
+                 fontsize=10, y=1.0)
     return _save(fig, path)
 
 

@@ -12,8 +12,8 @@ from experiments import plots
 from experiments.io import atomic_write
 from jaxunlearn.metrics import confidence_interval
 
-__all__ = ["ablation_table", "average_gap", "format_ci", "results_table", "rounds_table",
-           "write_report"]
+__all__ = ["ablation_table", "average_gap", "format_ci", "per_seed_table", "results_table",
+           "rounds_table", "write_report"]
 
 _GAP_FIELDS = ("forget_acc", "retain_acc", "test_acc", "mia")
 
@@ -86,6 +86,25 @@ def results_table(records: Sequence[dict], round_: int | None = None) -> str:
             lines += [f"\n### {title[0].upper()}{title[1:]}\n",
                       "| method | " + " | ".join(c for c, _ in cols) + " | seeds |",
                       "|---|" + "---|" * (len(cols) + 1), *rows]
+    return "\n".join(lines)
+
+
+def per_seed_table(records: Sequence[dict], round_: int = 0) -> str:
+    """Every seed's outcome, one row per method and column (variants by their label): forget
+    accuracy / test accuracy / MIA score of round ``round_``, so a mean ± CI that hides a split
+    (forgets on one seed, not on the others) is visible."""
+    rs = [r for r in records if int(r.get("round", 0)) == round_]
+    seeds = sorted({r["seed"] for r in rs})
+    groups: dict[tuple, dict] = defaultdict(dict)
+    for r in rs:
+        label = f"{r['method']} [{r['variant']}]" if r.get("variant") else r["method"]
+        groups[(label, bool(r["condensed"]))][r["seed"]] = r
+    lines = ["| method | DC | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|---|" + "---|" * len(seeds)]
+    for (label, condensed), by_seed in groups.items():
+        cells = [(f"{by_seed[s]['forget_acc']:.0f} / {by_seed[s]['test_acc']:.1f} / "
+                  f"{by_seed[s]['mia']:.0f}") if s in by_seed else "–" for s in seeds]
+        lines.append(f"| {label} | {'yes' if condensed else 'no'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -183,6 +202,10 @@ def write_report(workdir: str, records: Sequence[dict]) -> str:
     rounds = sorted({int(r.get("round", 0)) for r in records})
     if len(rounds) > 1:
         parts += ["## Over all rounds", "", rounds_table(records), ""]
+    last = rounds[-1]
+    parts += ["## Every seed" + (f", round {last}" if len(rounds) > 1 else ""), "",
+              "forget acc / test acc / MIA score of each seed's run (the rows above are their "
+              "mean ± CI).", "", per_seed_table(records, last), ""]
     if not _has_variants(records):  # the ablation table carries each variant's own stages
         for rnd in rounds:
             stages = _stage_table([r for r in records if int(r.get("round", 0)) == rnd])

@@ -35,6 +35,9 @@ def test_reach_needs_two_consecutive_evaluations_within_every_tolerance():
     # the last evaluation cannot start a reach; a single evaluation (Retrain) counts alone
     assert fc.reach(pts[:4], TARGET) is None
     assert fc.reach([ok], TARGET) is ok and fc.reach([bad], TARGET) is None
+    # without the MIA test, an AUC far from Retrain's no longer blocks the reach
+    far = [dict(ok, mia_auc=80.0, step=i) for i in (1, 2)]
+    assert fc.reach(far, TARGET) is None and fc.reach(far, TARGET, mia=False)["step"] == 1
 
 
 def test_budget_multiples_stretch_the_whole_schedule():
@@ -131,7 +134,9 @@ def test_tiny_study_records_curves_budgets_and_the_report(tiny_run):
     assert steps[("cf", False, 2)] == 2 * steps[("cf", False, 1)]
     text = open(os.path.join(workdir, "results.md")).read()
     assert "## Time to Retrain level" in text and "## Every seed" in text
-    assert text.count("| a_cf |") == 2 + 2 + 2 * 3   # two columns × (summary, seed, 3 budgets)
+    assert "## Without the MIA test" in text
+    # two columns × (summary, without the MIA test, seed, 3 budgets)
+    assert text.count("| a_cf |") == 2 * (1 + 1 + 1 + 3)
     assert os.path.getsize(os.path.join(workdir, "forgetting_curves.png")) > 10_000
 
 

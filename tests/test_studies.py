@@ -161,8 +161,6 @@ def test_class_forget_study_writes_every_field_and_both_columns(class_run):
         assert r["scenario"] == "classwise" and len(r["forget_classes"]) == 1
         for f in ("retain_acc", "forget_acc", "test_acc", "test_retained_acc", "mia", "mia_auc"):
             assert 0.0 <= r[f] <= 100.0
-        # the test accuracy over the nine retained classes, next to the one over all ten
-        assert r["test_retained_acc"] * 0.9 <= r["test_acc"] + 1e-9
         assert r["retain_size"] + r["forget_size"] == original["train_size"]
         if r["method"] == "original":
             continue
@@ -181,7 +179,13 @@ def test_class_forget_study_writes_every_field_and_both_columns(class_run):
     text = open(os.path.join(workdir, "results.md")).read()
     assert "Without condensation" in text and "With Blend condensation" in text
     for m in cfg.methods:
-        assert text.count(f"| {m} |") == 2
+        assert text.count(f"| {m} |") == 4  # a mean row and a per-seed row per column
+        # every seed's outcome: forget acc / test acc / MIA score, per column
+        for cond in (False, True):
+            r = next(r for r in records if r["method"] == m and r["condensed"] == cond)
+            assert (f"| {m} | {'yes' if cond else 'no'} | {r['forget_acc']:.0f} / "
+                    f"{r['test_acc']:.1f} / {r['mia']:.0f} |") in text
+    assert "## Every seed" in text
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["methods"] == list(cfg.methods)
 
