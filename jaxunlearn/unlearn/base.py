@@ -345,8 +345,9 @@ def available_methods() -> list[str]:
 
 
 def factory_defaults(name: str) -> dict[str, Any]:
-    """The default hyper-parameters of the registered method ``name`` (its factory's keyword
-    defaults; an A-AMU factory's own and, through ``**hparams``, not its base's).
+    """The default hyper-parameters of the registered method ``name``: its factory's keyword
+    defaults. For an A-AMU method these are the wrapper's own keywords; its base method's
+    defaults pass through ``**hparams`` and are not listed.
 
     Raises:
       ValueError: unknown name.
