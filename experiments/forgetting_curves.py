@@ -52,8 +52,7 @@ from experiments.configs.mnist5k import get_config as _mnist5k_config
 from experiments.io import append_record, atomic_write, load_records, log
 from experiments.plots import forgetting_curves_plot
 from experiments.report import format_ci
-from experiments.study import open_study
-from jaxunlearn.evaluate import evaluate_unlearning
+from experiments.study import evaluate, open_study
 from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
 from jaxunlearn.unlearn.base import factory_defaults
 
@@ -205,13 +204,11 @@ def build_runs(cfg: CurvesConfig, apply_fn, init_fn) -> dict[tuple[str, bool, in
     return runs
 
 
-def _eval_every(cfg: CurvesConfig, name: str, method, retain_n: int,
-                multiple: int) -> int | None:
+def _eval_every(cfg: CurvesConfig, name: str, method, retain_n: int) -> int | None:
     """A constant-rate run's evaluation interval; ``None`` (end only) for the others."""
     if name == TARGET or name in cfg.budget_methods:
         return None
-    budget_epochs = method.epochs // multiple
-    steps = budget_epochs * math.ceil(retain_n / method.batch_size)
+    steps = method.hparams["budget_epochs"] * math.ceil(retain_n / method.batch_size)
     return max(1, steps // cfg.evals_per_budget)
 
 
@@ -239,12 +236,8 @@ def run(cfg: CurvesConfig, workdir: str) -> list[dict]:
                 "scenario": cfg.scenario, "forget_classes": [int(c) for c in forget.classes],
                 "forget_size": len(fy), "retain_size": len(ry)}
 
-        def eval_fn(params, _ctx=ctx, _f=(fx, fy), _r=(rx, ry)):
-            out = evaluate_unlearning(
-                _ctx.apply_fn, params, retain=_r, forget=_f, test=(_ctx.splits.test_x,
-                                                                   _ctx.splits.test_y),
-                seed=_ctx.seed, batch_size=cfg.eval_batch_size,
-                mia_options=dataclasses.asdict(cfg.mia))
+        def eval_fn(params, _ctx=ctx, _forget=forget):
+            out = evaluate(cfg, _ctx, params, _forget, loss_hist=False)
             return {k: out[k] for k in _CURVE_FIELDS}
 
         if ("original", False, 0, seed) not in done:
@@ -266,7 +259,7 @@ def run(cfg: CurvesConfig, workdir: str) -> list[dict]:
                 method = runs[(name, condensed, multiple)]
                 key = jax.random.fold_in(ctx.keys["unlearn"],
                                          zlib.crc32(cfg.method_of(name).encode()))
-                every = _eval_every(cfg, name, method, len(y), multiple)
+                every = _eval_every(cfg, name, method, len(y))
                 tag = f"{name}{' +DC' if condensed else ''} {multiple}x seed {seed}"
                 out = run_method(method, ctx.original, data, key, progress=tag,
                                  eval_every=every, eval_fn=eval_fn if every else None)
@@ -394,6 +387,28 @@ def _fraction(k: int, n: int) -> str:
     return f"{k}/{n} ({100 * max(centre - half, 0):.0f}–{100 * min(centre + half, 1):.0f}%)"
 
 
+def _by_method(rows: Sequence[dict]) -> dict[tuple, list[dict]]:
+    """:func:`reach_table` rows grouped by (method, condensed), in row order."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["method"], r["condensed"])].append(r)
+    return groups
+
+
+def _reach_row(key: tuple, rs: Sequence[dict], *, test_acc: bool) -> str:
+    """One method's row of a time-to-reach table (``test_acc``: with the test accuracy at
+    reach)."""
+    (method, condensed), hit = key, [r for r in rs if r["reached"]]
+    cells = [method, "yes" if condensed else "no", _fraction(len(hit), len(rs)),
+             format_ci([r["time_s"] for r in hit]),
+             format_ci([r["total_s"] for r in hit]) if condensed else "–",
+             format_ci([r["steps"] for r in hit if r["steps"] is not None], 0),
+             _budgets([r["multiple"] for r in hit])]
+    if test_acc:
+        cells.append(format_ci([r["test_retained_acc"] for r in hit], 1))
+    return "| " + " | ".join(cells) + " |"
+
+
 def results_markdown(cfg: dict, records: Sequence[dict]) -> str:
     tol, cons = float(cfg.get("tolerance", 5.0)), int(cfg.get("consecutive", 2))
     rows = reach_table(records, tol, cons)
@@ -417,22 +432,8 @@ def results_markdown(cfg: dict, records: Sequence[dict]) -> str:
     out += ["", "## Time to Retrain level", "",
             "| method | Blend | seeds reaching | time (s) | + Blend (s) | steps | budgets spent | "
             "test acc, retained classes, at reach |", "|---|---|---|---|---|---|---|---|"]
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[(r["method"], r["condensed"])].append(r)
-    for (method, condensed), rs in groups.items():
-        hit = [r for r in rs if r["reached"]]
-        mults = [r["multiple"] for r in hit]
-        out.append(
-            f"| {method} | {'yes' if condensed else 'no'} | {_fraction(len(hit), len(rs))} | "
-            f"{format_ci([r['time_s'] for r in hit])} | "
-            f"{format_ci([r['total_s'] for r in hit]) if condensed else '–'} | "
-            f"{format_ci([r['steps'] for r in hit if r['steps'] is not None], 0)} | "
-            f"{_budgets(mults)} | "
-            f"{format_ci([r['test_retained_acc'] for r in hit], 1)} |")
-    no_mia: dict[tuple, list[dict]] = defaultdict(list)
-    for r in reach_table(records, tol, cons, mia=False):
-        no_mia[(r["method"], r["condensed"])].append(r)
+    groups = _by_method(rows)
+    out += [_reach_row(key, rs, test_acc=True) for key, rs in groups.items()]
     out += ["", "## Without the MIA test", "",
             "The same criterion on forget accuracy and retained-class test accuracy alone. "
             "Retrain's own MIA AUC moves by ±5 points or more between seeds (few test images of "
@@ -440,14 +441,8 @@ def results_markdown(cfg: dict, records: Sequence[dict]) -> str:
             "separates forgetting from that noise.", "",
             "| method | Blend | seeds reaching | time (s) | + Blend (s) | steps | budgets spent |",
             "|---|---|---|---|---|---|---|"]
-    for (method, condensed), rs in no_mia.items():
-        hit = [r for r in rs if r["reached"]]
-        out.append(
-            f"| {method} | {'yes' if condensed else 'no'} | {_fraction(len(hit), len(rs))} | "
-            f"{format_ci([r['time_s'] for r in hit])} | "
-            f"{format_ci([r['total_s'] for r in hit]) if condensed else '–'} | "
-            f"{format_ci([r['steps'] for r in hit if r['steps'] is not None], 0)} | "
-            f"{_budgets([r['multiple'] for r in hit])} |")
+    out += [_reach_row(key, rs, test_acc=False)
+            for key, rs in _by_method(reach_table(records, tol, cons, mia=False)).items()]
     out += ["", "## Every seed", "",
             "Time to reach (s), or `never` with the last evaluation's forget accuracy / test "
             "accuracy on the retained classes / MIA auc.", "",

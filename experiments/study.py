@@ -209,8 +209,10 @@ def open_study(cfg: StudyConfig, workdir: str, columns: list[Column]) -> Study:
 # Records
 
 
-def evaluate(cfg: StudyConfig, ctx: SeedContext, params: Any, forget) -> dict:
-    """Accuracies, the MIA and the forget/unseen loss histograms of ``params`` (SPEC §6)."""
+def evaluate(cfg: StudyConfig, ctx: SeedContext, params: Any, forget, *,
+             loss_hist: bool = True) -> dict:
+    """Accuracies, the MIA and (``loss_hist``) the forget/unseen loss histograms of ``params``
+    (SPEC §6)."""
     s = ctx.splits
     fx, fy = s.train_x[forget.forget_idx], s.train_y[forget.forget_idx]
     out = evaluate_unlearning(
@@ -218,6 +220,8 @@ def evaluate(cfg: StudyConfig, ctx: SeedContext, params: Any, forget) -> dict:
         retain=(s.train_x[forget.retain_idx], s.train_y[forget.retain_idx]),
         forget=(fx, fy), test=(s.test_x, s.test_y), seed=ctx.seed,
         batch_size=cfg.eval_batch_size, mia_options=dataclasses.asdict(cfg.mia))
+    if not loss_hist:
+        return out
     # forget vs unseen losses for the report's histograms; "unseen" = the MIA's negatives
     # (evaluation-test examples of the classes present in the forget set).
     unseen = np.isin(s.test_y, np.unique(fy))

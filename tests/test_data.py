@@ -48,17 +48,24 @@ from jaxunlearn.data import sources as sources_mod
 # digits
 
 
-def test_digits_shapes_dtypes_and_normalisation():
-    ds = load_dataset("digits")
+def _check_embedded(ds, name: str, train_shape: tuple, test_shape: tuple) -> np.ndarray:
+    """Shapes and dtypes of an embedded dataset normalised with the statistics of all its
+    images (the union of its splits has mean 0 and std 1); returns that union, float64."""
     assert isinstance(ds, ImageDataset)
-    assert ds.name == "digits" and ds.num_classes == 10
-    assert ds.x_train.shape == (898, 8, 8, 1) and ds.x_test.shape == (899, 8, 8, 1)
+    assert ds.name == name and ds.num_classes == 10
+    assert ds.x_train.shape == train_shape and ds.x_test.shape == test_shape
     assert ds.x_train.dtype == np.float32 and ds.x_test.dtype == np.float32
     assert ds.y_train.dtype == np.int32 and ds.y_test.dtype == np.int32
-    # Normalised with the statistics of all 1,797 images: the union has mean 0 and std 1.
     x_all = np.concatenate([ds.x_train, ds.x_test]).astype(np.float64)
     assert abs(x_all.mean()) < 1e-6
     assert abs(x_all.std() - 1.0) < 1e-6
+    return x_all
+
+
+def test_digits_shapes_dtypes_and_normalisation():
+    ds = load_dataset("digits")
+    # normalised with the statistics of all 1,797 images
+    x_all = _check_embedded(ds, "digits", (898, 8, 8, 1), (899, 8, 8, 1))
     # The two halves are a partition of scikit-learn's images (pixel values 0..16 → [0, 1]).
     ref = load_digits()
     raw_all = np.round((x_all.reshape(len(x_all), -1) * 0.37604922 + 0.30526029) * 16)
@@ -119,16 +126,8 @@ def _mnist5k_rows(x, y):
 
 
 def test_mnist5k_shapes_dtypes_and_normalisation(mnist5k_seed0):
-    ds = mnist5k_seed0
-    assert isinstance(ds, ImageDataset)
-    assert ds.name == "mnist5k" and ds.num_classes == 10
-    assert ds.x_train.shape == (3000, 28, 28, 1) and ds.x_test.shape == (2000, 28, 28, 1)
-    assert ds.x_train.dtype == np.float32 and ds.x_test.dtype == np.float32
-    assert ds.y_train.dtype == np.int32 and ds.y_test.dtype == np.int32
-    # Normalised with the statistics of all 5,000 images: the union has mean 0 and std 1.
-    x_all = np.concatenate([ds.x_train, ds.x_test]).astype(np.float64)
-    assert abs(x_all.mean()) < 1e-6
-    assert abs(x_all.std() - 1.0) < 1e-6
+    # normalised with the statistics of all 5,000 images
+    _check_embedded(mnist5k_seed0, "mnist5k", (3000, 28, 28, 1), (2000, 28, 28, 1))
     assert load_dataset("MNIST_5k").name == "mnist5k"  # alias, case-insensitive
 
 
