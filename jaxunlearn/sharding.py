@@ -5,13 +5,22 @@ the device-resident datasets are replicated, each batch is sharded along its lea
 the jitted step (``constrain_batch``), and XLA inserts the gradient all-reduce. With one device
 every function here is a no-op, so library code calls them unconditionally.
 
+Many models at once (:mod:`jaxunlearn.ensemble`): a stack of M models is sharded along its
+leading models axis over the same mesh axis (:func:`shard_models`; the vmapped steps name it with
+``spmd_axis_name``, :func:`models_axis_name`), each device training M / devices whole models, and
+a model's batch is then not split (:func:`models_parallel` turns :func:`constrain_batch` off
+while such a step is traced).
+
 Multi-host: call :func:`initialize_distributed` first on every host (wraps
 ``jax.distributed.initialize``); the mesh then spans all hosts' devices.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -22,8 +31,14 @@ __all__ = [
     "constrain_batch",
     "data_mesh",
     "initialize_distributed",
+    "models_axis_name",
+    "models_parallel",
     "replicate",
+    "shard_models",
 ]
+
+# True while a step over a stack of models is traced: the models axis holds the mesh axis.
+_MODELS_PARALLEL = contextvars.ContextVar("models_parallel", default=False)
 
 
 @functools.cache
@@ -51,7 +66,7 @@ def constrain_batch(batch: Any) -> Any:
     only slower), so any batch size works.
     """
     mesh = data_mesh()
-    if mesh is None:
+    if mesh is None or _MODELS_PARALLEL.get():
         return batch
     n_dev = mesh.devices.size
 
@@ -61,6 +76,35 @@ def constrain_batch(batch: Any) -> Any:
         return jax.lax.with_sharding_constraint(leaf, NamedSharding(mesh, PartitionSpec("data")))
 
     return jax.tree.map(_constrain, batch)
+
+
+def models_axis_name(size: int) -> str | None:
+    """The mesh axis a stack of ``size`` models is sharded over (``None``: not sharded, when
+    there is one device or ``size`` is not divisible by the device count)."""
+    mesh = data_mesh()
+    if mesh is None or size % mesh.devices.size:
+        return None
+    return "data"
+
+
+def shard_models(tree: Any, size: int) -> Any:
+    """Put a pytree whose leaves have a leading models axis of ``size`` on the devices, that
+    axis sharded over the mesh (replicated when :func:`models_axis_name` is ``None``)."""
+    name = models_axis_name(size)
+    if name is None:
+        return replicate(tree)
+    return jax.device_put(tree, NamedSharding(data_mesh(), PartitionSpec(name)))
+
+
+@contextlib.contextmanager
+def models_parallel(enabled: bool = True) -> Iterator[None]:
+    """While tracing a step over a stack of models: :func:`constrain_batch` does nothing (the
+    models axis, not the batch, is split over the devices)."""
+    token = _MODELS_PARALLEL.set(bool(enabled) or _MODELS_PARALLEL.get())
+    try:
+        yield
+    finally:
+        _MODELS_PARALLEL.reset(token)
 
 
 def initialize_distributed(**kwargs: Any) -> None:

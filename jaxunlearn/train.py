@@ -15,14 +15,21 @@
   :func:`sample_without_replacement` / :func:`sample_batch` (distinct rows drawn uniformly),
   shared by every method that draws data inside its step.
 - :func:`apply_gradients`: the one optimiser update, optionally masked.
+- Many models at once: with :class:`Ensemble` (``run_phases(..., runner=PhaseRunner(
+  Ensemble(M)))``, ``fit(..., models=M)``, ``run_method(..., models=M)``), the same loop runs M
+  models stacked along a leading axis in one ``vmap``-ped, jitted step: every model has its own
+  key (hence its own data order and samples), its own state and optionally its own pools or
+  inclusion mask (``include``). A model whose epoch has fewer steps than another's keeps its
+  state on the extra steps, so each model follows exactly its sequential run. See
+  :mod:`jaxunlearn.ensemble`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -36,6 +43,7 @@ from jaxunlearn.timing import compile_ahead
 
 __all__ = [
     "Batch",
+    "Ensemble",
     "FitOutput",
     "Phase",
     "PhaseRunner",
@@ -169,12 +177,6 @@ def epoch_order(key: jax.Array, valid_N: jax.Array, batch_size: int) -> jax.Arra
     return order.reshape(steps, batch_size).astype(jnp.int32)
 
 
-@partial(jax.jit, static_argnums=(2, 3))
-def _pool_order(key: jax.Array, n: jax.Array, capacity: int, batch_size: int) -> jax.Array:
-    """:func:`epoch_order` of a pool of ``n`` valid rows, from its count (one host-free call)."""
-    return epoch_order(key, jnp.arange(capacity) < n, batch_size)
-
-
 def gather_batch(pool: Pool, idx_B: jax.Array) -> Batch:
     """Rows ``idx`` of ``pool`` (``-1`` = padding, weight 0), sharded over the data mesh."""
     safe = jnp.maximum(idx_B, 0)
@@ -262,7 +264,8 @@ def set_learning_rate(opt_state: Any, lr: float) -> Any:
                          "jaxunlearn.train.sgd/adam or optax.inject_hyperparams")
     hp = dict(opt_state.hyperparams)
     old = hp["learning_rate"]
-    new = jnp.asarray(lr, jnp.asarray(old).dtype)
+    # same shape as before: a stack of M models' optimiser states holds M learning rates
+    new = jnp.full(jnp.shape(old), lr, jnp.asarray(old).dtype)
     if isinstance(old, jax.Array):
         # keep the placement (e.g. replicated over the data mesh) so compiled steps still match
         new = jax.device_put(new, old.sharding)
@@ -323,13 +326,55 @@ def stream_pool(data: Any, stream: str) -> Pool:
                      f"{', '.join([*names, *extra]) or 'none'}")
 
 
-def _phase_runner(step: Callable, stream: str) -> Callable:
+class Ensemble(NamedTuple):
+    """M models stacked along a leading axis of every state leaf and key.
+
+    ``data_axis``: 0 when every model has its own pools (each pool leaf stacked ``[M, ...]``,
+    e.g. its own retain and forget sets); ``None`` when the models share the pools (e.g. one
+    training set, each model restricted by its own ``include`` mask).
+    """
+
+    size: int
+    data_axis: int | None = None
+
+
+def _phase_runner(step: Callable, stream: str, ensemble: Ensemble | None) -> Callable:
     def run(state, data, order, s, key):
         pool = stream_pool(data, stream)
         batch = gather_batch(pool, order[s])
         return step(state, batch, data, jax.random.fold_in(key, s))
 
-    return jax.jit(run, donate_argnums=(0,))
+    if ensemble is None:
+        return jax.jit(lambda state, data, order, s, key, active: run(state, data, order, s, key),
+                       donate_argnums=(0,))
+    lifted = jax.vmap(run, in_axes=(0, ensemble.data_axis, 0, None, 0),
+                      spmd_axis_name=sharding.models_axis_name(ensemble.size))
+
+    def run_models(state, data, order, s, key, active_M):
+        new, metrics = lifted(state, data, order, s, key)
+
+        def keep(a, b):  # a model whose epoch is over keeps its state
+            return jnp.where(active_M.reshape(-1, *(1,) * (jnp.ndim(a) - 1)), a, b)
+
+        return jax.tree.map(keep, new, state), metrics
+
+    return jax.jit(run_models, donate_argnums=(0,))
+
+
+@functools.cache
+def _order_fn(capacity: int, batch_size: int, axes: tuple | None) -> Callable:
+    """Jitted ``(key, n, include) -> [steps, b]`` (:func:`epoch_order` of the valid, included
+    rows), vmapped over models with ``in_axes=(0, *axes)`` when ``axes`` is given."""
+
+    def order(key, n, include):
+        valid = jnp.arange(capacity) < n
+        if include is not None:
+            valid = valid & include
+        return epoch_order(key, valid, batch_size)
+
+    if axes is not None:
+        order = jax.vmap(order, in_axes=(0, *axes))
+    return jax.jit(order)
 
 
 class PhaseRunner:
@@ -337,21 +382,85 @@ class PhaseRunner:
 
     A method built once and run for several seeds (pools of the same bucketed capacity)
     compiles each of its steps once (:func:`jaxunlearn.timing.compile_ahead` with a cache key).
+
+    With an :class:`Ensemble`, every operation below acts on M stacked models at once: this
+    class is the one place where one model and a stack of models differ.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ensemble: Ensemble | None = None) -> None:
         self.compile_s = 0.0
+        self.ensemble = ensemble
+
+    # --- one model, or M models along a leading axis ---
+
+    def lift(self, fn: Callable, in_axes: tuple) -> Callable:
+        """``fn`` itself, or ``fn`` vmapped over the models (``"data"`` in ``in_axes`` stands for
+        the ensemble's data axis)."""
+        if self.ensemble is None:
+            return fn
+        axes = tuple(self.ensemble.data_axis if a == "data" else a for a in in_axes)
+        return jax.vmap(fn, in_axes=axes,
+                        spmd_axis_name=sharding.models_axis_name(self.ensemble.size))
+
+    def fold_in(self, key: jax.Array, i: int) -> jax.Array:
+        """``jax.random.fold_in`` of the key (of every model's key)."""
+        return self.lift(lambda k: jax.random.fold_in(k, i), (0,))(key)
+
+    def split(self, key: jax.Array, num: int) -> tuple[jax.Array, ...]:
+        """``num`` keys split from the key (every model's key split alike)."""
+        keys = self.lift(lambda k: jax.random.split(k, num), (0,))(key)
+        return tuple(keys if self.ensemble is None else jnp.moveaxis(keys, 1, 0))
+
+    def place(self, tree: Any, stacked: bool = True) -> Any:
+        """Put ``tree`` on the devices: replicated, or (``stacked``, with an ensemble) with its
+        leading models axis sharded over the devices."""
+        if self.ensemble is None or not stacked:
+            return sharding.replicate(tree)
+        return sharding.shard_models(tree, self.ensemble.size)
+
+    def order(self, key: jax.Array, pool: Pool, batch_size: int,
+              include: jax.Array | None = None) -> jax.Array:
+        """The epoch's batches of ``pool``'s valid (and ``include``-d) rows: ``[steps, b]``, or
+        ``[M, steps, b]``."""
+        cap = pool.y.shape[-1]
+        axes = None
+        if self.ensemble is not None:
+            axes = (self.ensemble.data_axis, None if include is None or include.ndim == 1 else 0)
+        return _order_fn(cap, batch_size, axes)(key, pool.n, include)
+
+    def steps(self, pool: Pool, batch_size: int, include: jax.Array | None = None) -> np.ndarray:
+        """Steps of an epoch of ``pool``: ``[]`` int, or ``[M]`` (0 for an empty set). One host
+        read, outside the steps."""
+        if include is None:
+            n = np.asarray(pool.n)
+        else:
+            n = np.sum(np.asarray(include) & (np.arange(pool.y.shape[-1]) < np.asarray(pool.n)[
+                ..., None]), axis=-1)
+        if self.ensemble is not None:
+            n = np.broadcast_to(n, (self.ensemble.size,))
+        return -(-n // batch_size)
 
     def runner(self, phase: Phase, state, data, order, key):
-        """The compiled ``run(state, data, order, s, key) -> (state, metrics)`` of ``phase``."""
-        compiled, seconds = compile_ahead(
-            _phase_runner(phase.step, phase.stream), state, data, order, jnp.int32(0), key,
-            cache_key=("phase", phase.step, phase.stream))
+        """The compiled ``run(state, data, order, s, key, active) -> (state, metrics)`` of
+        ``phase`` (``active``: ``[M]`` bool, the models that take this step; ignored for one
+        model)."""
+        active = self._active(np.ones((), bool))
+        with sharding.models_parallel(self.ensemble is not None):
+            compiled, seconds = compile_ahead(
+                _phase_runner(phase.step, phase.stream, self.ensemble), state, data, order,
+                jnp.int32(0), key, active,
+                cache_key=("phase", phase.step, phase.stream, self.ensemble))
         self.compile_s += seconds
         return compiled
 
+    def _active(self, active: np.ndarray) -> Any:
+        if self.ensemble is None:
+            return np.bool_(True)
+        return self.place(np.broadcast_to(active, (self.ensemble.size,)))
+
     def compile_all(self, state: TrainState, data: Any, key: jax.Array, *, epochs: int,
-                    phases: Callable[[int], Sequence[Phase]], batch_size: int) -> None:
+                    phases: Callable[[int], Sequence[Phase]], batch_size: int,
+                    include: Mapping[str, jax.Array] | None = None) -> None:
         """Compile, before a timed run, every phase :func:`run_phases` will run, and the shuffle.
 
         The arguments are those of :func:`run_phases` (``state`` only gives shapes: nothing is
@@ -363,7 +472,7 @@ class PhaseRunner:
         for epoch in range(epochs):
             for phase in phases(epoch):
                 pool = stream_pool(data, phase.stream)
-                order = _pool_order(key, pool.n, pool.y.shape[0], batch_size)
+                order = self.order(key, pool, batch_size, (include or {}).get(phase.stream))
                 self.runner(phase, state, data, order, key)
         self.compile_s = before + time.perf_counter() - t0
 
@@ -381,6 +490,7 @@ def run_phases(
     end_epoch: Callable[[int, TrainState, dict], None] | None = None,
     after_step: Callable[[int, TrainState], None] | None = None,
     runner: PhaseRunner | None = None,
+    include: Mapping[str, jax.Array] | None = None,
     progress: bool | str = False,
 ) -> tuple[TrainState, list[dict]]:
     """Run ``epochs`` epochs of phases over the streams of ``data``.
@@ -400,12 +510,18 @@ def run_phases(
         :func:`jaxunlearn.unlearn.run_method`). ``state`` is donated to the next step: read
         what you need before returning.
       runner: a :class:`PhaseRunner` whose compile time the caller reads; a fresh one otherwise.
+        A runner with an :class:`Ensemble` runs M models: ``state`` and ``key`` are stacked
+        along a leading models axis, and so is ``data`` when the ensemble's ``data_axis`` is 0.
+      include: optional ``{stream: [cap] bool}`` (``[M, cap]`` for an ensemble): train on
+        these valid rows of a stream only (e.g. each model's random half of a shared pool).
       progress: show a tqdm bar over steps (a string sets its description).
 
     Returns:
-      The final state and per-epoch metrics (mean of each step metric, read once per epoch).
+      The final state and per-epoch metrics (mean of each step metric, read once per epoch; a
+      list of M means for an ensemble).
     """
     runner = runner or PhaseRunner()
+    include = include or {}
     history: list[dict] = []
     bar = None
     if progress:
@@ -413,36 +529,46 @@ def run_phases(
 
         bar = tqdm(total=epochs, desc=progress if isinstance(progress, str) else "train",
                    unit="epoch", leave=False, dynamic_ncols=True)
-    n_cache: dict[str, int] = {}
+    steps_cache: dict[str, np.ndarray] = {}
     steps_done = 0
+    if runner.ensemble is not None:  # every leaf split along the models axis, as steps return it
+        state = runner.place(state)
     for epoch in range(epochs):
-        key_e = jax.random.fold_in(key, epoch)
+        key_e = runner.fold_in(key, epoch)
         if lr_schedule is not None:
             state = state._replace(opt_state=set_learning_rate(state.opt_state, lr_schedule(epoch)))
         if begin_epoch is not None:
-            state = begin_epoch(state, epoch, data, jax.random.fold_in(key_e, 10_000))
+            state = runner.lift(lambda st, d, k, e=epoch: begin_epoch(st, e, d, k),
+                                (0, "data", 0))(state, data, runner.fold_in(key_e, 10_000))
         sums: dict[str, jax.Array] = {}
-        counts: dict[str, int] = {}
+        counts: dict[str, np.ndarray] = {}
         for p, phase in enumerate(phases(epoch)):
             pool = stream_pool(data, phase.stream)
-            if phase.stream not in n_cache:  # one host read per stream per run, outside the steps
-                n_cache[phase.stream] = int(pool.n)
-            n = n_cache[phase.stream]
-            if n == 0:
+            if phase.stream not in steps_cache:  # one host read per stream per run
+                steps_cache[phase.stream] = runner.steps(pool, batch_size,
+                                                         include.get(phase.stream))
+            steps = steps_cache[phase.stream]
+            if steps.max() == 0:
                 continue
-            key_p = jax.random.fold_in(key_e, p)
-            order = _pool_order(key_p, pool.n, pool.y.shape[0], batch_size)
+            key_p = runner.fold_in(key_e, p)
+            order = runner.order(key_p, pool, batch_size, include.get(phase.stream))
             run = runner.runner(phase, state, data, order, key_p)
-            for s in range(_steps_per_epoch(n, batch_size)):
-                state, metrics = run(state, data, order, jnp.int32(s), key_p)
+            for s in range(int(steps.max())):
+                active = runner._active(s < steps)
+                state, metrics = run(state, data, order, jnp.int32(s), key_p, active)
                 steps_done += 1
                 if after_step is not None:
                     after_step(steps_done, state)
                 for name, value in metrics.items():
                     tag = f"{phase.stream}/{name}"
+                    if runner.ensemble is not None:  # a finished model's step is not one
+                        value = jnp.where(active, value, 0.0)
                     sums[tag] = sums[tag] + value if tag in sums else value
-                    counts[tag] = counts.get(tag, 0) + 1
-        epoch_metrics = {k: float(v) / counts[k] for k, v in sums.items()}
+                    counts[tag] = counts.get(tag, 0) + (s < steps)
+        epoch_metrics: dict[str, Any] = {}
+        for k, v in sums.items():
+            mean = np.asarray(v) / np.maximum(counts[k], 1)
+            epoch_metrics[k] = float(mean) if runner.ensemble is None else mean.tolist()
         epoch_metrics["epoch"] = epoch
         if lr_schedule is not None:
             epoch_metrics["lr"] = lr_schedule(epoch)
@@ -456,7 +582,6 @@ def run_phases(
     if bar is not None:
         bar.close()
     return state, history
-
 
 # ---------------------------------------------------------------------------------------------
 # Supervised training (the original model and Retrain)
@@ -530,9 +655,17 @@ def fit(
     optimizer: optax.GradientTransformation,
     lr_schedule: Callable[[int], float] | None = None,
     val: tuple[Any, Any] | None = None,
+    include: Any = None,
+    models: int | None = None,
     progress: bool | str = False,
 ) -> FitOutput:
     """Train ``params`` with cross-entropy on ``train``; keep the epoch best on ``val``.
+
+    With ``models=M``, M models train at once in one vmapped step (:class:`Ensemble`):
+    ``params`` and ``key`` are stacked along a leading axis of size M (e.g.
+    :func:`jaxunlearn.ensemble.init_models`), the models share ``train`` and each trains on the
+    rows of its own ``include`` mask; model m's result equals ``fit`` of model m alone with
+    ``include[m]`` (up to float rounding: ``tests/test_ensemble.py``).
 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
@@ -545,7 +678,11 @@ def fit(
       val: ``(x, y)`` host arrays of a validation slice; the parameters of the epoch with the best
         validation accuracy are returned (SPEC §2: chosen on validation data, never the test set;
         ties go to the latest such epoch).
-        Without it the last epoch's parameters are returned.
+        Without it the last epoch's parameters are returned. Not with ``models`` (every model
+        trains ``epochs`` epochs).
+      include: optional ``[cap]`` bool (``[M, cap]`` with ``models``): train on these valid
+        rows of ``train`` only.
+      models: train this many stacked models at once (``None``: one model).
       progress: show a progress bar.
 
     Returns:
@@ -554,8 +691,13 @@ def fit(
     """
     from jaxunlearn.metrics import accuracy
 
-    params = jax.tree.map(jnp.copy, params)  # the steps donate their state, not the caller's
-    state = TrainState(params, optimizer.init(params), (), jnp.int32(0))
+    if models is not None and val is not None:
+        raise ValueError("fit(models=M) trains every model for the given epochs; selecting an "
+                         "epoch on validation data (val) is for one model")
+    runner = PhaseRunner(None if models is None else Ensemble(int(models)))
+    params = runner.place(jax.tree.map(jnp.copy, params))  # steps donate their state
+    opt_state = runner.lift(optimizer.init, (0,))(params)
+    state = TrainState(params, opt_state, (), runner.lift(lambda p: jnp.int32(0), (0,))(params))
     best: dict[str, Any] = {"acc": -1.0, "epoch": epochs - 1, "params": None}
 
     def end_epoch(epoch, st, metrics):
@@ -571,7 +713,9 @@ def fit(
     step = ce_step(apply_fn, optimizer)
     state, history = run_phases(
         state, {"train": train}, key, epochs=epochs, phases=lambda e: (Phase("train", step),),
-        batch_size=batch_size, lr_schedule=lr_schedule, end_epoch=end_epoch, progress=progress)
+        batch_size=batch_size, lr_schedule=lr_schedule, end_epoch=end_epoch, runner=runner,
+        include=None if include is None else {"train": runner.place(jnp.asarray(include, bool))},
+        progress=progress)
     if best["params"] is None:
         return FitOutput(state.params, epochs - 1, float("nan"), history)
     return FitOutput(best["params"], best["epoch"], best["acc"], history)

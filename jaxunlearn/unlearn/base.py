@@ -35,10 +35,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxunlearn import sharding
 from jaxunlearn.losses import weighted_mean
 from jaxunlearn.timing import compile_ahead
-from jaxunlearn.train import Phase, PhaseRunner, Pool, TrainState, adam, run_phases, sgd
+from jaxunlearn.train import (
+    Ensemble,
+    Phase,
+    PhaseRunner,
+    Pool,
+    TrainState,
+    adam,
+    run_phases,
+    sgd,
+)
 
 __all__ = [
     "Method",
@@ -133,7 +141,8 @@ class UnlearnOutput(NamedTuple):
 
 def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array, *,
                progress: bool | str = False, eval_every: int | None = None,
-               eval_fn: Callable[[Params], Mapping[str, Any]] | None = None) -> UnlearnOutput:
+               eval_fn: Callable[[Params], Mapping[str, Any]] | None = None,
+               models: int | None = None) -> UnlearnOutput:
     """Unlearn with ``method`` starting from the original ``params``.
 
     Compilation is done ahead of time for every phase the method will run, and timed apart;
@@ -157,37 +166,47 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
       eval_every: evaluate every this many steps (``None``: no evaluation during the run).
       eval_fn: ``eval_fn(params) -> {name: value}`` (host values), required with
         ``eval_every``; it must not keep references to ``params`` (the next step donates them).
+      models: unlearn this many models at once (:class:`jaxunlearn.train.Ensemble`):
+        ``params``, ``key`` and every leaf of ``data`` are stacked along a leading axis of that
+        size (:func:`jaxunlearn.ensemble.stack_unlearn_data`), each model with its own pools;
+        the returned parameters are stacked too. Model m's result equals ``run_method`` of
+        model m alone (up to float rounding: ``tests/test_ensemble.py``).
 
     Raises:
-      ValueError: ``eval_every`` < 1, or ``eval_every`` without ``eval_fn``.
+      ValueError: ``eval_every`` < 1, or ``eval_every`` without ``eval_fn``; ``data`` not
+        stacked for ``models``.
     """
     if eval_every is not None and (eval_fn is None or int(eval_every) < 1):
         raise ValueError(f"eval_every must be a positive number of steps with an eval_fn; got "
                          f"eval_every={eval_every!r}, eval_fn={eval_fn!r}")
-    k_init, k_prep, k_edit, k_loop = jax.random.split(key, 4)
-    data = sharding.replicate(data)
-    params = jax.tree.map(jnp.copy, params)  # steps donate their state: never touch the caller's
+    runner = PhaseRunner(None if models is None else Ensemble(int(models), data_axis=0))
+    if models is not None:
+        _check_stacked(data, int(models))
+    k_init, k_prep, k_edit, k_loop = runner.split(key, 4)
+    data = runner.place(data)
+    params = runner.place(jax.tree.map(jnp.copy, params))  # steps donate their state
+
+    def compiled(fn, in_axes, *args, name):
+        out, seconds = compile_ahead(jax.jit(runner.lift(fn, in_axes)), *args,
+                                     cache_key=(name, fn, runner.ensemble))
+        nonlocal compile_s
+        compile_s += seconds
+        return out
 
     # --- ahead-of-time compilation of every step the run will use (timed apart) ---
     compile_s = 0.0
     prepare = None
     if method.prepare is not None:
-        prepare, compile_s = compile_ahead(jax.jit(method.prepare), k_prep, data,
-                                           cache_key=("prepare", method.prepare))
+        prepare = compiled(method.prepare, (0, "data"), k_prep, data, name="prepare")
     # The warm-up state and prepared data only give the compiler its argument shapes/shardings.
     prepared = prepare(k_prep, data) if prepare else data
-    compiled_init, seconds = compile_ahead(jax.jit(method.init), k_init, params, prepared,
-                                           cache_key=("init", method.init))
-    compile_s += seconds
+    compiled_init = compiled(method.init, (0, 0, "data"), k_init, params, prepared, name="init")
     state0 = compiled_init(k_init, params, prepared)
-    runner = PhaseRunner()
     runner.compile_all(state0, prepared, k_loop, epochs=method.epochs, phases=method.phases,
                        batch_size=method.batch_size)
     edit = None
     if method.edit is not None:
-        edit, seconds = compile_ahead(jax.jit(method.edit), state0, prepared, k_edit,
-                                      cache_key=("edit", method.edit))
-        compile_s += seconds
+        edit = compiled(method.edit, (0, "data", 0), state0, prepared, k_edit, name="edit")
     jax.block_until_ready(state0)
     del state0
 
@@ -226,6 +245,14 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
             curve.append({"step": steps[0], "unlearn_s": unlearn_s, **eval_fn(out_params)})
     return UnlearnOutput(out_params, unlearn_s, compile_s + runner.compile_s, history, curve,
                          clock.paused_s, steps[0])
+
+
+def _check_stacked(data: UnlearnData, models: int) -> None:
+    sizes = {jnp.shape(leaf)[:1] for leaf in jax.tree.leaves(data)}
+    if sizes != {(models,)}:
+        raise ValueError(f"run_method(models={models}) takes data stacked along a leading axis of "
+                         f"{models} models (jaxunlearn.ensemble.stack_unlearn_data); got leading "
+                         f"sizes {sorted(sizes)}")
 
 
 class _PausableClock:
