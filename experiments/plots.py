@@ -44,11 +44,13 @@ __all__ = [
     "LOSS_EDGES",
     "blend_grid",
     "blend_grid_from_output",
+    "forgetting_curves_plot",
     "loss_hist_plot",
     "loss_histogram",
     "per_example_loss",
     "rounds_plot",
     "tradeoff_plot",
+    "ulira_roc_plot",
     "write_plots",
 ]
 
@@ -488,6 +490,49 @@ def forgetting_curves_plot(path: str, series: dict[tuple[str, bool], list[list[d
                bbox_to_anchor=(0.5, 0.965), frameon=False)
     fig.suptitle(title + ": one line per seed (budget-tied methods: one dot per budget)",
                  fontsize=10, y=1.0)
+    return _save(fig, path)
+
+
+def ulira_roc_plot(path: str, curves: dict[str, tuple[Any, Any, float]], *,
+                   title: str = "U-LiRA ROC") -> str | None:
+    """ROC curves of the U-LiRA attack, one per row of the audit, on log-log axes.
+
+    Args:
+      path: the PNG to write.
+      curves: ``label -> (fpr, tpr, auc)`` (fractions; e.g. ``"cf +DC"``). Rows with Blend are
+        dashed, the chance diagonal is grey; the low-FPR corner (1% and 0.1%) is where an
+        attack's power shows.
+    """
+    if not curves:
+        return None
+    fig = _figure(11, 5)
+    axes = fig.subplots(1, 2, gridspec_kw=dict(wspace=0.25))
+    base = list(dict.fromkeys(label.replace(" +DC", "") for label in curves))
+    colours = dict(zip(base, _colours(len(base)), strict=True))
+    for ax, logscale in zip(axes, (True, False), strict=True):
+        floor = 1e-4
+        ax.plot([floor, 1], [floor, 1], color="grey", lw=0.8, ls=":")
+        for label, (fpr, tpr, auc) in curves.items():
+            fpr, tpr = np.asarray(fpr), np.asarray(tpr)
+            keep = fpr > 0 if logscale else slice(None)
+            ax.plot(fpr[keep], np.maximum(tpr[keep], floor) if logscale else tpr[keep],
+                    color=colours[label.replace(" +DC", "")],
+                    ls="--" if label.endswith("+DC") else "-", lw=1.2,
+                    label=f"{label} (AUC {100 * auc:.1f})")
+        if logscale:
+            _log_axis(ax, "x")
+            _log_axis(ax, "y")
+            ax.set_xlim(1e-3, 1)
+            ax.set_ylim(1e-3, 1.02)
+            for alpha in (1e-2, 1e-3):
+                ax.axvline(alpha, color="grey", lw=0.6, alpha=0.5)
+        ax.set_xlabel("false-positive rate (retrained called unlearned)" +
+                      (", log" if logscale else ""), fontsize=9)
+        ax.set_ylabel("true-positive rate" + (", log" if logscale else ""), fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=7, loc="lower right", frameon=False)
+    fig.suptitle(title + ": unlearned vs retrained target models, every (model, example) pair "
+                 "(dashed: with Blend)", fontsize=10)
     return _save(fig, path)
 
 

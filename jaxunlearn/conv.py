@@ -36,6 +36,15 @@ Override it for a whole process with :func:`set_backward` (or the environment va
 :func:`backward` context manager. The choice is read when a function is traced: a function
 already compiled by ``jax.jit`` keeps the backward it was traced with.
 
+Under ``vmap`` over a stack of models (:mod:`jaxunlearn.ensemble`), a convolution with per-model
+kernels becomes a *grouped* convolution (``feature_group_count = M``), which XLA:CPU runs 3–10×
+slower than the same convolutions one model at a time (``bench/ensemble.py``). Inside
+:func:`stacked_models` (entered by the ensemble engine while it traces its vmapped steps), every
+plain convolution instead takes its im2col form, patches ``[N·H_out·W_out, k·k·C_in]`` @ kernel
+``[k·k·C_in, C_out]``, whose forward and autodiff backward are GEMMs that vmap turns into batched
+GEMMs. It is chosen on CPU (``"auto"``); other backends keep the grouped convolution (cuDNN has
+grouped kernels; untested here).
+
 On this VM fresh large buffers cost page faults on every call, which hide most of the gain; see
 :func:`jaxunlearn.hostmem.retain_freed_memory`, which the experiments and benchmarks call.
 """
@@ -43,6 +52,7 @@ On this VM fresh large buffers cost page faults on every call, which hide most o
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 from collections.abc import Iterator, Sequence
@@ -63,7 +73,12 @@ __all__ = [
     "get_backward",
     "resolve_backward",
     "set_backward",
+    "stacked_models",
 ]
+
+STACKED_LAYOUTS = ("auto", "im2col", "lax")
+# The layout of convolutions traced inside stacked_models(); None outside it.
+_STACKED = contextvars.ContextVar("conv_stacked_models", default=None)
 
 BACKWARDS = ("auto", "lax", "gemm")
 # "auto" uses the GEMM weight gradient of a k×k conv on CPU from this many output pixels per
@@ -135,6 +150,32 @@ def resolve_backward(out_hw: tuple[int, int], kernel_hw: tuple[int, int] = (3, 3
     if out_hw[0] * out_hw[1] < MIN_GEMM_PIXELS:
         return "lax"
     return "gemm"
+
+
+@contextlib.contextmanager
+def stacked_models(layout: str = "auto") -> Iterator[None]:
+    """Convolutions traced inside the block are vmapped over a stack of models.
+
+    Args:
+      layout: ``"im2col"`` (patches @ kernel: batched GEMMs under vmap), ``"lax"`` (the
+        convolution itself: a grouped convolution under vmap), or ``"auto"``: ``"im2col"`` on
+        the CPU backend, ``"lax"`` elsewhere.
+    """
+    if layout not in STACKED_LAYOUTS:
+        raise ValueError(f"stacked conv layout must be one of {STACKED_LAYOUTS}, got {layout!r}")
+    if layout == "auto":
+        layout = "im2col" if jax.default_backend() == "cpu" else "lax"
+    token = _STACKED.set(layout)
+    try:
+        yield
+    finally:
+        _STACKED.reset(token)
+
+
+def _conv_im2col(x, w, strides, padding, out_hw):
+    cols = _patches(x, w.shape[:2], strides, padding, out_hw)
+    out = cols @ w.reshape(-1, w.shape[-1])
+    return out.reshape(x.shape[0], *out_hw, w.shape[-1])
 
 
 def _lax_conv(x, w, strides, padding):
@@ -238,6 +279,8 @@ def conv2d(x_NxHxWxC: jax.Array, w_HxWxIxO: jax.Array, strides: Sequence[int] = 
     out_hw = tuple((x_NxHxWxC.shape[1 + a] + sum(pads[a]) - kernel[a]) // strides[a] + 1
                    for a in range(2))
     c_in, c_out = w_HxWxIxO.shape[2:]
+    if _STACKED.get() == "im2col":
+        return _conv_im2col(x_NxHxWxC, w_HxWxIxO, strides, pads, out_hw)
     if resolve_backward(out_hw, kernel, c_in, c_out, backward_mode) == "gemm":
         return _conv_gemm(x_NxHxWxC, w_HxWxIxO, strides, pads)
     return _lax_conv(x_NxHxWxC, w_HxWxIxO, strides, pads)

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxunlearn.conv import stacked_models
 from jaxunlearn.train import Pool, bucket_size
 from jaxunlearn.unlearn.base import UnlearnData
 
@@ -120,7 +121,8 @@ def stack_unlearn_data(datas: Sequence[UnlearnData]) -> UnlearnData:
 
 @partial(jax.jit, static_argnums=(0,))
 def _logits_chunk(apply_fn: Callable, params: Params, x: jax.Array) -> jax.Array:
-    return jax.vmap(apply_fn, in_axes=(0, None))(params, x)
+    with stacked_models():
+        return jax.vmap(apply_fn, in_axes=(0, None))(params, x)
 
 
 def predict_models(apply_fn: Callable, params: Params, x: Any, batch_size: int = 512) -> np.ndarray:

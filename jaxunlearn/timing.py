@@ -35,6 +35,7 @@ def _signature(args: tuple, static: dict[str, Any]) -> tuple:
 
 
 def compile_ahead(jitted: Any, *args: Any, cache_key: Hashable | None = None,
+                  compiler_options: dict[str, Any] | None = None,
                   **static: Any) -> tuple[Any, float]:
     """Lower and compile ``jitted`` for ``args`` ahead of time, timing the compilation.
 
@@ -45,6 +46,8 @@ def compile_ahead(jitted: Any, *args: Any, cache_key: Hashable | None = None,
       cache_key: if given, the executable is cached process-wide under (``cache_key``, the
         argument signature). The key should hold the Python function objects it stands for
         (not their ``id``), which keeps them alive and the key unique.
+      compiler_options: XLA options of this executable only (``Compiled``'s
+        ``compiler_options``), e.g. the stacked-models engine's (:mod:`jaxunlearn.train`).
       **static: static arguments.
 
     Returns:
@@ -53,11 +56,11 @@ def compile_ahead(jitted: Any, *args: Any, cache_key: Hashable | None = None,
     """
     key = None
     if cache_key is not None:
-        key = (cache_key, _signature(args, static))
+        key = (cache_key, _signature(args, static), tuple(sorted((compiler_options or {}).items())))
         if key in _COMPILED:
             return _COMPILED[key], 0.0
     t0 = time.perf_counter()
-    compiled = jitted.lower(*args, **static).compile()
+    compiled = jitted.lower(*args, **static).compile(compiler_options=compiler_options)
     seconds = time.perf_counter() - t0
     if key is not None:
         _COMPILED[key] = compiled

@@ -45,13 +45,16 @@ def test_random_halves_are_exact_halves():
         ensemble.random_halves(jax.random.key(0), 1, 4)
 
 
-def test_fit_models_equals_sequential_fits(setup):
-    """Training: M models in one vmapped step = each model alone with its own key and half."""
+@pytest.mark.parametrize("chunk", [1, 2, M])
+def test_fit_models_equals_sequential_fits(setup, chunk):
+    """Training: M models in one step (one at a time, in vmapped groups of 2 with a remainder,
+    all vmapped) = each model alone with its own key and half."""
     x, y, model, _, params, pool, include = setup
     keys = jax.random.split(jax.random.key(2), M)
     kw = dict(epochs=3, batch_size=16, optimizer=train.sgd(0.05, 0.9, 5e-4),
               lr_schedule=train.cosine_with_warmup(0.05, 3, 1))
-    out = train.fit(model.apply, params, pool, keys, include=include, models=M, **kw)
+    out = train.fit(model.apply, params, pool, keys, include=include,
+                    models=train.Ensemble(M, chunk=chunk), **kw)
     chex.assert_tree_shape_prefix(out.params, (M,))
     for m in range(M):
         one = train.fit(model.apply, ensemble.model_at(params, m), pool, keys[m],
@@ -65,8 +68,12 @@ def test_fit_models_equals_sequential_fits(setup):
     assert _max_abs(jax.tree.map(lambda a: a[0] - a[1], out.params)) > 1e-2
 
 
-def test_fit_models_rejects_validation_selection(setup):
+def test_fit_models_rejects_bad_ensembles(setup):
     _, _, model, _, params, pool, include = setup
+    with pytest.raises(ValueError, match="chunk >= 1"):
+        train.fit(model.apply, params, pool, jax.random.split(jax.random.key(2), M),
+                  epochs=1, batch_size=16, optimizer=train.sgd(0.05), include=include,
+                  models=train.Ensemble(M, chunk=0))
     with pytest.raises(ValueError, match="val"):
         train.fit(model.apply, params, pool, jax.random.split(jax.random.key(2), M),
                   epochs=1, batch_size=16, optimizer=train.sgd(0.05), include=include,
@@ -86,12 +93,12 @@ def _datas(x, y, include, sizes):
     return datas
 
 
-@pytest.mark.parametrize("name,hparams", [
-    ("cf", dict(epochs=2, warmup_epochs=1, batch_size=16)),
-    ("a_cf", dict(batch_size=8)),
-    ("scrub", dict(epochs=2, batch_size=16)),
+@pytest.mark.parametrize("name,hparams,chunk", [
+    ("cf", dict(epochs=2, warmup_epochs=1, batch_size=16), None),
+    ("a_cf", dict(batch_size=8), M),
+    ("scrub", dict(epochs=2, batch_size=16), 1),
 ])
-def test_run_method_models_equals_sequential_runs(setup, name, hparams):
+def test_run_method_models_equals_sequential_runs(setup, name, hparams, chunk):
     """Unlearning: a registered method over M stacked models = M runs of it alone.
 
     Tolerance: logits on the training images within 1e-5 × max |logit|. Parameters are not
@@ -105,7 +112,7 @@ def test_run_method_models_equals_sequential_runs(setup, name, hparams):
     np.testing.assert_array_equal(np.asarray(stacked.retain.n), (40, 56, 23))
     method = make_method(name, model.apply, init_fn=init_fn, **hparams)
     keys = jax.random.split(jax.random.key(3), M)
-    out = run_method(method, params, stacked, keys, models=M)
+    out = run_method(method, params, stacked, keys, models=train.Ensemble(M, chunk=chunk))
     logits = ensemble.predict_models(model.apply, out.params, x)
     chex.assert_shape(logits, (M, len(y), 4))
     for m in range(M):

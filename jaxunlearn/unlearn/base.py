@@ -44,6 +44,7 @@ from jaxunlearn.train import (
     Pool,
     TrainState,
     adam,
+    as_ensemble,
     run_phases,
     sgd,
 )
@@ -142,7 +143,7 @@ class UnlearnOutput(NamedTuple):
 def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array, *,
                progress: bool | str = False, eval_every: int | None = None,
                eval_fn: Callable[[Params], Mapping[str, Any]] | None = None,
-               models: int | None = None) -> UnlearnOutput:
+               models: int | Ensemble | None = None) -> UnlearnOutput:
     """Unlearn with ``method`` starting from the original ``params``.
 
     Compilation is done ahead of time for every phase the method will run, and timed apart;
@@ -166,7 +167,7 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
       eval_every: evaluate every this many steps (``None``: no evaluation during the run).
       eval_fn: ``eval_fn(params) -> {name: value}`` (host values), required with
         ``eval_every``; it must not keep references to ``params`` (the next step donates them).
-      models: unlearn this many models at once (:class:`jaxunlearn.train.Ensemble`):
+      models: unlearn this many models at once (or an :class:`jaxunlearn.train.Ensemble`):
         ``params``, ``key`` and every leaf of ``data`` are stacked along a leading axis of that
         size (:func:`jaxunlearn.ensemble.stack_unlearn_data`), each model with its own pools;
         the returned parameters are stacked too. Model m's result equals ``run_method`` of
@@ -179,16 +180,17 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
     if eval_every is not None and (eval_fn is None or int(eval_every) < 1):
         raise ValueError(f"eval_every must be a positive number of steps with an eval_fn; got "
                          f"eval_every={eval_every!r}, eval_fn={eval_fn!r}")
-    runner = PhaseRunner(None if models is None else Ensemble(int(models), data_axis=0))
-    if models is not None:
-        _check_stacked(data, int(models))
+    runner = PhaseRunner(as_ensemble(models, data_axis=0))
+    if runner.ensemble is not None:
+        _check_stacked(data, runner.ensemble.size)
     k_init, k_prep, k_edit, k_loop = runner.split(key, 4)
     data = runner.place(data)
     params = runner.place(jax.tree.map(jnp.copy, params))  # steps donate their state
 
     def compiled(fn, in_axes, *args, name):
         out, seconds = compile_ahead(jax.jit(runner.lift(fn, in_axes)), *args,
-                                     cache_key=(name, fn, runner.ensemble))
+                                     cache_key=(name, fn, runner.ensemble),
+                                     compiler_options=runner.compiler_options)
         nonlocal compile_s
         compile_s += seconds
         return out
