@@ -479,10 +479,10 @@ class PhaseRunner:
         keys = self.lift(lambda k: jax.random.split(k, num), (0,))(key)
         return tuple(keys if self.ensemble is None else jnp.moveaxis(keys, 1, 0))
 
-    def place(self, tree: Any, stacked: bool = True) -> Any:
-        """Put ``tree`` on the devices: replicated, or (``stacked``, with an ensemble) with its
-        leading models axis sharded over the devices."""
-        if self.ensemble is None or not stacked:
+    def place(self, tree: Any) -> Any:
+        """Put ``tree`` on the devices: replicated (one model), or with its leading models axis
+        sharded over the devices (an ensemble)."""
+        if self.ensemble is None:
             return sharding.replicate(tree)
         return sharding.shard_models(tree, self.ensemble.size)
 
@@ -514,13 +514,15 @@ class PhaseRunner:
         model)."""
         compiled, seconds = compile_ahead(
             _phase_runner(phase.step, phase.stream, self.ensemble), state, data, order,
-            jnp.int32(0), key, self._active(np.ones((), bool)),
+            jnp.int32(0), key, self.active(np.ones((), bool)),
             cache_key=("phase", phase.step, phase.stream, self.ensemble),
             compiler_options=self.compiler_options)
         self.compile_s += seconds
         return compiled
 
-    def _active(self, active: np.ndarray) -> Any:
+    def active(self, active: np.ndarray) -> Any:
+        """The ``active`` argument of a runner: which models take this step (``[M]`` bool on
+        the devices; a constant True for one model)."""
         if self.ensemble is None:
             return np.bool_(True)
         return self.place(np.broadcast_to(active, (self.ensemble.size,)))
@@ -621,7 +623,7 @@ def run_phases(
             order = runner.order(key_p, pool, batch_size, include.get(phase.stream))
             run = runner.runner(phase, state, data, order, key_p)
             for s in range(int(steps.max())):
-                active = runner._active(s < steps)
+                active = runner.active(s < steps)
                 state, metrics = run(state, data, order, jnp.int32(s), key_p, active)
                 steps_done += 1
                 if after_step is not None:
