@@ -226,8 +226,8 @@ def main() -> None:
              f"{args.repeats} repeats, sides interleaved; the ratio is per repeat (same window).",
              "", "model-steps/s of: *sequential* (one model after another, one compiled step, "
              "a Python loop), *vmapped* (`Ensemble(M, chunk=M)`), *in-step loop* "
-             "(`Ensemble(M, chunk=1)`: `lax.map` over the models inside one compiled step, "
-             "the CPU default); ratios against sequential, per repeat.", "",
+             "(`Ensemble(M, chunk=1)`: `lax.map` over the models inside one compiled step); "
+             "ratios against sequential, per repeat.", "",
              "| batch | M | sequential | vmapped | in-step loop | vmapped / seq | loop / seq | "
              "models/hour (40 epochs, best engine) | peak RSS seq / vmap / loop (MiB) |",
              "|---|---|---|---|---|---|---|---|---|"]
