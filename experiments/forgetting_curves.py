@@ -31,7 +31,6 @@ outcome, the state at each budget) and ``forgetting_curves.png``. A rerun resume
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -46,7 +45,7 @@ import numpy as np
 
 from experiments import cli, seeds
 from experiments.condensation import condense_for_study
-from experiments.configs.base import StudyConfig
+from experiments.configs.base import StudyConfig, derive
 from experiments.configs.digits import get_config as _digits_config
 from experiments.configs.mnist5k import get_config as _mnist5k_config
 from experiments.io import append_record, atomic_write, load_records, log
@@ -93,9 +92,7 @@ def curves_config(base: StudyConfig) -> CurvesConfig:
     """``base`` (a class-wise dataset config) as a :class:`CurvesConfig` with the issue's
     methods: Retrain, CF, A-CF, NegGrad+, SalUn, SCRUB, L1-Sparse, A-Sparse, random-label and bad
     distillation, 5 seeds, without and with Blend."""
-    fields = {f.name: copy.deepcopy(getattr(base, f.name)) for f in dataclasses.fields(base)
-              if f.init}
-    cfg = CurvesConfig(**{**fields, "name": "forgetting_curves"})
+    cfg = derive(base, CurvesConfig, name="forgetting_curves")
     cfg.methods = ("retrain", "cf", "a_cf", "neggrad_plus", "salun", "scrub", "l1_sparse",
                    "a_sparse", "random_label", "bad_distill")
     cfg.seeds = (0, 1, 2, 3, 4)

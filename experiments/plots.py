@@ -509,6 +509,7 @@ def ulira_roc_plot(path: str, curves: dict[str, tuple[Any, Any, float]], *,
     axes = fig.subplots(1, 2, gridspec_kw=dict(wspace=0.25))
     base = list(dict.fromkeys(label.replace(" +DC", "") for label in curves))
     colours = dict(zip(base, _colours(len(base)), strict=True))
+    colours["original"] = "black"  # the positive control, drawn over the methods it resembles
     for ax, logscale in zip(axes, (True, False), strict=True):
         floor = 1e-4
         ax.plot([floor, 1], [floor, 1], color="grey", lw=0.8, ls=":")
@@ -518,6 +519,7 @@ def ulira_roc_plot(path: str, curves: dict[str, tuple[Any, Any, float]], *,
             ax.plot(fpr[keep], np.maximum(tpr[keep], floor) if logscale else tpr[keep],
                     color=colours[label.replace(" +DC", "")],
                     ls="--" if label.endswith("+DC") else "-", lw=1.2,
+                    zorder=3 if label == "original" else 2,
                     label=f"{label} (AUC {100 * auc:.1f})")
         if logscale:
             _log_axis(ax, "x")

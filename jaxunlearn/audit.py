@@ -173,6 +173,17 @@ def logit_confidence(logits_NxC: Any, labels_N: Any) -> np.ndarray:
     return z_y - special.logsumexp(np.where(is_label, -np.inf, z), axis=-1)
 
 
+def _proportion_and_n(p: Any, n: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``p`` and ``n`` as float64 arrays; ValueError unless p ∈ [0, 1] and n > 0."""
+    p_a = np.asarray(p, dtype=np.float64)
+    n_a = np.asarray(n, dtype=np.float64)
+    if np.any((p_a < 0) | (p_a > 1)) or np.any(~np.isfinite(p_a)):
+        raise ValueError(f"{name} must lie in [0, 1]; got {p!r}")
+    if np.any(~(n_a > 0)):
+        raise ValueError(f"n must be > 0; got {n!r}")
+    return p_a, n_a
+
+
 def binomial_se(p: Any, n: Any) -> np.ndarray | float:
     """Standard error √(p(1 − p)/n) of a proportion over n independent trials.
 
@@ -188,12 +199,7 @@ def binomial_se(p: Any, n: Any) -> np.ndarray | float:
     Returns:
       The standard error(s), broadcast over ``p`` and ``n`` (a float for scalars).
     """
-    p_a = np.asarray(p, dtype=np.float64)
-    n_a = np.asarray(n, dtype=np.float64)
-    if np.any((p_a < 0) | (p_a > 1)) or np.any(~np.isfinite(p_a)):
-        raise ValueError(f"p must lie in [0, 1]; got {p!r}")
-    if np.any(~(n_a > 0)):
-        raise ValueError(f"n must be > 0; got {n!r}")
+    p_a, n_a = _proportion_and_n(p, n, "p")
     se = np.sqrt(p_a * (1.0 - p_a) / n_a)
     return float(se) if se.ndim == 0 else se
 
@@ -229,12 +235,7 @@ def wilson_interval(p_hat: Any, n: Any, *, ci: float = 0.95) -> np.ndarray:
       Interval [..., 2]: (lower, upper).
     """
     level = _fraction_level(ci)
-    p = np.asarray(p_hat, dtype=np.float64)
-    n_a = np.asarray(n, dtype=np.float64)
-    if np.any((p < 0) | (p > 1)) or np.any(~np.isfinite(p)):
-        raise ValueError(f"p_hat must lie in [0, 1]; got {p_hat!r}")
-    if np.any(~(n_a > 0)):
-        raise ValueError(f"n must be > 0; got {n!r}")
+    p, n_a = _proportion_and_n(p_hat, n, "p_hat")
     z2 = stats.norm.ppf(0.5 + level / 2.0) ** 2
     denom = 1.0 + z2 / n_a
     centre = (p + z2 / (2.0 * n_a)) / denom

@@ -16,9 +16,15 @@ loop of :mod:`jaxunlearn.train` runs the vmapped step of any phase, so
 
 Model m of a stack follows exactly the computation of model m run alone with the same key and
 pools: a model whose epoch has fewer steps keeps its state while the others take theirs. The
-results agree up to float rounding (vmapped convolutions lower to grouped convolutions, whose
-summation order differs): ``tests/test_ensemble.py`` checks training and unlearning against
-sequential runs, ``bench/ensemble.py`` measures the throughput.
+results agree up to float rounding (under vmap the convolutions take their im2col form,
+:func:`jaxunlearn.conv.stacked_models`, whose summation order differs): ``tests/test_ensemble.py``
+checks training and unlearning against sequential runs.
+
+Speed: ``bench/ensemble.py`` measures the throughput against the same models run one after
+another. On a 2-core CPU the stack is *not* faster for these small ConvNets (0.7–1.2× at 8×8,
+0.5–0.7× at 28×28; docs/reproduce.md §10.1): one model's step already keeps the cores busy,
+and a stack's activations no longer fit in cache. ``train.Ensemble(M, chunk=k)`` vmaps k models
+at a time (``chunk=1``: one after another inside the compiled step).
 """
 
 from __future__ import annotations

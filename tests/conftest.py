@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -24,3 +28,25 @@ def make_blobs_images(n_per_class: int = 40, num_classes: int = 4, size: int = 8
 @pytest.fixture(scope="session")
 def blobs():
     return make_blobs_images()
+
+
+@pytest.fixture
+def on_host_devices(tmp_path):
+    """``run(script_text) -> {1: array, 2: array}``: the script (``argv[1]``: device count, set
+    through XLA_FLAGS before JAX starts; ``argv[2]``: the .npy it saves) run in fresh processes
+    with 1 and 2 forced host devices."""
+
+    def run(script_text: str) -> dict[int, np.ndarray]:
+        script = tmp_path / "on_devices.py"
+        script.write_text(script_text)
+        results = {}
+        for n_dev in (1, 2):
+            out = tmp_path / f"out{n_dev}.npy"
+            env = dict(os.environ)
+            env.pop("XLA_FLAGS", None)
+            subprocess.run([sys.executable, str(script), str(n_dev), str(out)], check=True,
+                           env=env, timeout=300)
+            results[n_dev] = np.load(out)
+        return results
+
+    return run

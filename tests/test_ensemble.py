@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import chex
@@ -185,17 +182,8 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_models_sharded_over_two_devices_match_one(tmp_path):
+def test_models_sharded_over_two_devices_match_one(on_host_devices):
     """The models axis sharded over 2 host devices gives the 1-device result (fit + A-CF)."""
-    script = tmp_path / "models.py"
-    script.write_text(_SHARDED_SCRIPT)
-    results = {}
-    for n_dev in (1, 2):
-        out = tmp_path / f"m{n_dev}.npy"
-        env = dict(os.environ)
-        env.pop("XLA_FLAGS", None)
-        subprocess.run([sys.executable, str(script), str(n_dev), str(out)], check=True, env=env,
-                       timeout=300)
-        results[n_dev] = np.load(out)
+    results = on_host_devices(_SHARDED_SCRIPT)
     np.testing.assert_allclose(results[2], results[1], rtol=0,
                                atol=1e-5 * np.abs(results[1]).max())

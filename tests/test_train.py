@@ -1,6 +1,3 @@
-import os
-import subprocess
-import sys
 import textwrap
 
 import chex
@@ -122,16 +119,7 @@ _DP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_data_parallel_matches_single_device(tmp_path):
+def test_data_parallel_matches_single_device(on_host_devices):
     """Two host devices (batch sharded, params replicated) give the single-device result."""
-    script = tmp_path / "dp.py"
-    script.write_text(_DP_SCRIPT)
-    results = {}
-    for n_dev in (1, 2):
-        out = tmp_path / f"p{n_dev}.npy"
-        env = dict(os.environ)
-        env.pop("XLA_FLAGS", None)
-        subprocess.run([sys.executable, str(script), str(n_dev), str(out)], check=True, env=env,
-                       timeout=300)
-        results[n_dev] = np.load(out)
+    results = on_host_devices(_DP_SCRIPT)
     np.testing.assert_allclose(results[2], results[1], rtol=1e-4, atol=1e-5)

@@ -38,7 +38,8 @@ from jaxunlearn.condense import blend_lr
 
 __all__ = ["PAPER_METHODS_DC", "RESNET50_METHODS", "RESNET50_METHODS_DC", "BlendSettings",
            "Config", "MIASettings", "NetSettings", "StudyConfig", "SCALES", "TrainSchedule",
-           "apply_scale", "cpu_blend_lr", "from_json", "merge_methods", "to_json", "use_model"]
+           "apply_scale", "cpu_blend_lr", "derive", "from_json", "merge_methods", "to_json",
+           "use_model"]
 
 # The paper's values that change with condensation (SPEC §5), over the factories' defaults.
 PAPER_METHODS_DC: dict[str, dict[str, Any]] = {
@@ -193,6 +194,14 @@ class StudyConfig(Config):
                 hp.update(self.method_hparams_dc.get(n, {}))
         hp.pop("method", None)
         return hp
+
+
+def derive(base: Config, cls: type[Config], **changes: Any) -> Config:
+    """A ``cls`` config (a subclass of ``base``'s class, e.g. a study's own config) holding a
+    deep copy of every field of ``base``, then ``changes``."""
+    fields = {f.name: copy.deepcopy(getattr(base, f.name)) for f in dataclasses.fields(base)
+              if f.init}
+    return cls(**{**fields, **changes})
 
 
 def use_model(cfg: Config, model: str) -> Config:
