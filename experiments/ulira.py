@@ -123,7 +123,7 @@ def ulira_config(base: StudyConfig) -> UliraConfig:
 
 
 def get_config(name: str = "digits") -> UliraConfig:
-    """The audit on ``digits`` (≈ 18 min on 2 cores) or ``mnist5k`` (34 min measured; see its notes)."""
+    """The audit on ``digits`` (18 min on 2 cores) or ``mnist5k`` (34 min; see its notes)."""
     if name == "digits":
         return ulira_config(_digits_config())
     if name == "mnist5k":
