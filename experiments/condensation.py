@@ -20,7 +20,8 @@ from jaxunlearn.condense import condense
 from jaxunlearn.models import build_model, init_fn_for
 from jaxunlearn.partition import PartitionOutput, partition_by_class
 
-__all__ = ["condense_for_study", "convnet", "kmeans_options", "partition_for_seed", "recluster"]
+__all__ = ["condense_for_study", "convnet", "kmeans_options", "partition_for_seed",
+           "partition_images", "recluster"]
 
 _TIMING_KEYS = ("embed_s", "kmeans_s", "embed_compile_s", "kmeans_compile_s")
 
@@ -39,6 +40,17 @@ def kmeans_options(cfg: Any) -> dict:
     return {"procedure": cfg.kmeans_procedure}
 
 
+def partition_images(cfg: Any, x: Any, y: Any, *, num_classes: int, net_classes: int,
+                     psi_key: Any, kmeans_key: Any) -> PartitionOutput:
+    """The Blend partition of images ``x`` (labels ``y`` in ``[0, num_classes)``): features of
+    a random, never-trained ConvNet ψ (``cfg.condense_net`` with a head of ``net_classes``,
+    initialised from ``psi_key``), then ``cfg.ipc`` k-means clusters per class."""
+    net = convnet(cfg.condense_net, x.shape[1:], net_classes)
+    psi = init_fn_for(net, x.shape[1:])(psi_key)
+    return partition_by_class(net.apply, psi, x, y, num_classes=num_classes, ipc=cfg.ipc,
+                              key=kmeans_key, **kmeans_options(cfg))
+
+
 def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:
     """The seed's k-means partition of the training set, computed once and cached on disk."""
     path = os.path.join(paths.root, f"partition_seed{ctx.seed}_ipc{cfg.ipc}_"
@@ -52,11 +64,9 @@ def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:
                                   "inertia": float(fields["inertia"]),
                                   "n_empty": int(fields["n_empty"]), "timings": timings})
     s = ctx.splits
-    net = convnet(cfg.condense_net, s.train_x.shape[1:], s.num_classes)
     psi_key, kmeans_key = partition_keys(ctx.keys)
-    psi = init_fn_for(net, s.train_x.shape[1:])(psi_key)
-    part = partition_by_class(net.apply, psi, s.train_x, s.train_y, num_classes=s.num_classes,
-                              ipc=cfg.ipc, key=kmeans_key, **kmeans_options(cfg))
+    part = partition_images(cfg, s.train_x, s.train_y, num_classes=s.num_classes,
+                            net_classes=s.num_classes, psi_key=psi_key, kmeans_key=kmeans_key)
     arrays = {k: np.asarray(v) for k, v in part._asdict().items() if k != "timings"}
     buf = io.BytesIO()
     np.savez(buf, timings=json.dumps(part.timings), **arrays)
@@ -96,12 +106,10 @@ def recluster(cfg: Any, ctx: Any, idx: np.ndarray, salt: int) -> tuple[np.ndarra
         rows = idx[~small]
         local = np.full(s.num_classes, -1, np.int32)
         local[big] = np.arange(big.size)
-        net = convnet(cfg.condense_net, s.train_x.shape[1:], s.num_classes)
         psi_key, kmeans_key = (jax.random.fold_in(k, salt) for k in partition_keys(ctx.keys))
-        psi = init_fn_for(net, s.train_x.shape[1:])(psi_key)
-        part = partition_by_class(net.apply, psi, s.train_x[rows], local[s.train_y[rows]],
-                                  num_classes=int(big.size), ipc=ipc, key=kmeans_key,
-                                  **kmeans_options(cfg))
+        part = partition_images(cfg, s.train_x[rows], local[s.train_y[rows]],
+                                num_classes=int(big.size), net_classes=s.num_classes,
+                                psi_key=psi_key, kmeans_key=kmeans_key)
         cid = np.asarray(part.cluster_ids)
         ids[rows] = big[cid // ipc] * ipc + cid % ipc
         timings = {k: part.timings[k] for k in timings}

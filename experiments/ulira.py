@@ -52,7 +52,7 @@ import jax
 import numpy as np
 
 from experiments import cli, seeds
-from experiments.condensation import convnet, kmeans_options
+from experiments.condensation import convnet, partition_images
 from experiments.configs.base import StudyConfig, derive
 from experiments.configs.digits import get_config as _digits_config
 from experiments.configs.mnist5k import get_config as _mnist5k_config
@@ -72,7 +72,6 @@ from jaxunlearn import audit, ensemble, train
 from jaxunlearn.condense import condense
 from jaxunlearn.evaluate import evaluate_unlearning
 from jaxunlearn.models import build_model, init_fn_for
-from jaxunlearn.partition import partition_by_class
 from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
 
 __all__ = ["CONFIGS", "Populations", "UliraConfig", "audit_row", "get_config", "main",
@@ -241,9 +240,9 @@ def _blend_retain(cfg: UliraConfig, splits: Any, pops: Populations, i: int,
     net = convnet(cfg.condense_net, shape, splits.num_classes)
     psi_key, kmeans_key = (jax.random.fold_in(k, i) for k in seeds.partition_keys(keys))
     t0 = time.perf_counter()
-    part = partition_by_class(net.apply, init_fn_for(net, shape)(psi_key), x, y,
-                              num_classes=splits.num_classes, ipc=cfg.ipc, key=kmeans_key,
-                              **kmeans_options(cfg))
+    part = partition_images(cfg, x, y, num_classes=splits.num_classes,
+                            net_classes=splits.num_classes, psi_key=psi_key,
+                            kmeans_key=kmeans_key)
     n_r = idx.size - pops.forget.size
     out = condense(net.apply, init_fn_for(net, shape), x, y, part,
                    np.arange(n_r, idx.size, dtype=np.int32), np.arange(n_r, dtype=np.int32),

@@ -97,10 +97,10 @@ def shard_models(tree: Any, size: int) -> Any:
 
 
 @contextlib.contextmanager
-def models_parallel(enabled: bool = True) -> Iterator[None]:
+def models_parallel() -> Iterator[None]:
     """While tracing a step over a stack of models: :func:`constrain_batch` does nothing (the
     models axis, not the batch, is split over the devices)."""
-    token = _MODELS_PARALLEL.set(bool(enabled) or _MODELS_PARALLEL.get())
+    token = _MODELS_PARALLEL.set(True)
     try:
         yield
     finally:

@@ -187,6 +187,9 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
     data = runner.place(data)
     params = runner.place(jax.tree.map(jnp.copy, params))  # steps donate their state
 
+    # --- ahead-of-time compilation of every step the run will use (timed apart) ---
+    compile_s = 0.0
+
     def compiled(fn, in_axes, *args, name):
         out, seconds = compile_ahead(jax.jit(runner.lift(fn, in_axes)), *args,
                                      cache_key=(name, fn, runner.ensemble),
@@ -195,8 +198,6 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
         compile_s += seconds
         return out
 
-    # --- ahead-of-time compilation of every step the run will use (timed apart) ---
-    compile_s = 0.0
     prepare = None
     if method.prepare is not None:
         prepare = compiled(method.prepare, (0, "data"), k_prep, data, name="prepare")
