@@ -12,6 +12,11 @@ traceback. Named flags exist only for the fields the study's config has:
   ``--set method_hparams.cf.epochs=10``, ``--set 'ipcs=[1,10]'``. A value that is not JSON is
   taken as a string where the field is a string; a value of the wrong type for its field is a
   one-line error naming the key and the type expected.
+- Several processes (JAX's multi-controller runtime, one process per host or per GPU):
+  ``--coordinator HOST:PORT --num_processes N --process_id I`` in each process, or
+  ``--distributed`` on a cluster JAX detects (SLURM, Open MPI...). Every process runs the same
+  study over one mesh of all their devices; process 0 writes the workdir (README, "Several
+  processes").
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from typing import Any
 
 from experiments.configs.base import SCALES, Config, use_model
 from experiments.io import log, prepare_workdir
+from jaxunlearn import sharding
 from jaxunlearn.hostmem import retain_freed_memory
 from jaxunlearn.unlearn import available_methods
 
-__all__ = ["apply_args", "build_parser", "main", "parse_seeds", "run_and_report", "set_value"]
+__all__ = ["apply_args", "build_parser", "main", "parse_seeds", "run_and_report", "set_value",
+           "start_processes"]
 
 # Datasets of images so small (digits: 8×8; mnist5k: 28×28×1, ≈6 MiB per activation of a
 # batch-64 step of its width-32 ConvNet) that one malloc arena for every thread would slow their
@@ -87,7 +94,27 @@ def build_parser(doc: str, cfg: Config, configs: Sequence[str] | None = None,
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override any config value, e.g. --set original.epochs=5 "
                         "--set method_hparams.cf.epochs=10")
+    mp = p.add_argument_group("several processes (JAX multi-controller; process 0 writes the "
+                              "workdir, which every process must see)")
+    mp.add_argument("--coordinator", metavar="HOST:PORT",
+                    help="address of process 0's coordination service")
+    mp.add_argument("--num_processes", type=int, help="number of processes")
+    mp.add_argument("--process_id", type=int, help="this process's id, in [0, num_processes)")
+    mp.add_argument("--distributed", action="store_true",
+                    help="join the processes of a cluster JAX detects (SLURM, Open MPI, "
+                         "Kubernetes; or JAX_COORDINATOR_ADDRESS) without the three flags above")
     return p
+
+
+def start_processes(args: argparse.Namespace) -> None:
+    """Join the multi-controller runtime when the flags ask for it (before any JAX work)."""
+    given = (getattr(args, "coordinator", None), getattr(args, "num_processes", None),
+             getattr(args, "process_id", None))
+    if getattr(args, "distributed", False) and any(v is not None for v in given):
+        raise ValueError("--distributed detects the cluster's processes itself: give it alone, "
+                         "or --coordinator, --num_processes and --process_id")
+    if getattr(args, "distributed", False) or any(v is not None for v in given):
+        sharding.initialize_distributed(*given)
 
 
 def _parse_list(text: str, cast: Callable = str) -> tuple:
@@ -265,10 +292,11 @@ def run_and_report(make_config: Callable[[], Any], run: Callable[[Any, str], Any
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    paths = prepare_workdir(workdir)
-    with open(paths.results) as f:
-        print(f.read())
-    log(f"done in {time.perf_counter() - t0:.1f}s; records in {paths.records}")
+    if sharding.is_primary():  # the process that wrote them
+        paths = prepare_workdir(workdir)
+        with open(paths.results) as f:
+            print(f.read())
+        log(f"done in {time.perf_counter() - t0:.1f}s; records in {paths.records}")
     return 0
 
 
@@ -283,6 +311,7 @@ def main(get_config: Callable[..., Config], run: Callable[[Any, str], Any], doc:
     args = build_parser(doc, get_config(), configs, scales).parse_args(argv)
 
     def make_config() -> Config:
+        start_processes(args)
         kwargs = {"scale": args.scale} if getattr(args, "scale", None) else {}
         cfg = get_config(args.config, **kwargs) if configs else get_config(**kwargs)
         cfg = apply_args(cfg, args)

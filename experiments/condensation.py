@@ -13,9 +13,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments.io import atomic_write
+from experiments.io import atomic_write, exists
 from experiments.plots import blend_grid_from_output
 from experiments.seeds import partition_keys
+from jaxunlearn import sharding
 from jaxunlearn.condense import condense
 from jaxunlearn.models import build_model, init_fn_for
 from jaxunlearn.partition import PartitionOutput, partition_by_class
@@ -55,7 +56,7 @@ def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:
     """The seed's k-means partition of the training set, computed once and cached on disk."""
     path = os.path.join(paths.root, f"partition_seed{ctx.seed}_ipc{cfg.ipc}_"
                                     f"{cfg.kmeans_procedure}.npz")
-    if os.path.exists(path):
+    if exists(path):
         with np.load(path) as z:
             fields = {k: z[k] for k in z.files if k != "timings"}
             timings = json.loads(str(z["timings"]))
@@ -130,7 +131,8 @@ def condense_for_study(cfg: Any, paths: Any, ctx: Any, forget: Any) -> dict:
                    forget.forget_idx, forget.retain_idx, key=ctx.keys["extractor"],
                    **dataclasses.asdict(cfg.blend))
     grid = os.path.join(paths.root, "blend_grid.png")
-    if out.blend is not None and not os.path.exists(grid):  # the first condensed request's
+    # the first condensed request's, drawn by the process that writes files
+    if out.blend is not None and sharding.is_primary() and not os.path.exists(grid):
         blend_grid_from_output(grid, s.train_x, out.blend, seed=ctx.seed,
                                title=f"Blend ({cfg.dataset}, seed {ctx.seed}, ipc {cfg.ipc}): "
                                      "blended image (red) and its cluster's members")

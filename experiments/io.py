@@ -2,6 +2,13 @@
 
 Files are written atomically (temp file + rename; records are appended one fsync-ed line at a
 time), so nothing written is lost when a run fails or is interrupted, and a rerun resumes.
+
+A study run as several processes (``--coordinator``, :mod:`jaxunlearn.sharding`) shares one
+workdir on a filesystem every process sees. Process 0 alone writes files and logs; what decides
+the work left (the records done, whether a checkpoint or a cached partition exists, a config
+clash) is read by process 0 and handed to every process (:func:`jaxunlearn.sharding.agree`), so
+all processes take the same path; checkpoints are saved and restored by every process together
+(orbax's multi-process checkpointing), each writing its part.
 """
 
 from __future__ import annotations
@@ -17,13 +24,23 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from experiments.configs.base import Config, to_json
+from jaxunlearn import sharding
 
-__all__ = ["StudyPaths", "append_record", "atomic_write", "check_workdir", "load_records",
-           "log", "prepare_workdir", "restore_params", "save_config", "save_params"]
+__all__ = ["StudyPaths", "append_record", "atomic_write", "check_workdir", "exists",
+           "load_records", "log", "prepare_workdir", "remove_tree", "restore_params", "save_config",
+           "save_params"]
 
 
 def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    """Print a time-stamped line (process 0 only, when several processes run a study)."""
+    if sharding.is_primary():
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def exists(path: str, kind: str = "any") -> bool:
+    """Whether ``path`` exists (``kind="dir"``: is a directory), as process 0 sees it."""
+    test = os.path.isdir if kind == "dir" else os.path.exists
+    return sharding.agree(lambda: test(path))
 
 
 class StudyPaths(NamedTuple):
@@ -52,7 +69,9 @@ def prepare_workdir(workdir: str) -> StudyPaths:
 
 
 def atomic_write(path: str, text: str | bytes) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` through a temporary file and a rename (process 0 only)."""
+    if not sharding.is_primary():
+        return
     mode = "wb" if isinstance(text, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     try:
@@ -78,7 +97,14 @@ def load_records(path: str, required: tuple[str, ...] = ()) -> list[dict]:
     ``ValueError`` naming the file and the line, and nothing is written: a record that is not
     JSON, not an object, or lacks a ``required`` key (a record of another study, or edited by
     hand) is never skipped silently.
+
+    With several processes, process 0 reads (and repairs) the file and every process gets its
+    records.
     """
+    return sharding.agree(lambda: _read_records(path, required))
+
+
+def _read_records(path: str, required: tuple[str, ...]) -> list[dict]:
     if not os.path.exists(path):
         return []
     with open(path, "rb") as f:
@@ -123,7 +149,10 @@ def _parse_record(path: str, lineno: int, line: bytes, required: tuple[str, ...]
 
 
 def append_record(path: str, record: dict) -> None:
-    """Append ``record`` as one line (keys starting with ``_`` are not written)."""
+    """Append ``record`` as one line (keys starting with ``_`` are not written; process 0
+    only)."""
+    if not sharding.is_primary():
+        return
     public = {k: v for k, v in record.items() if not k.startswith("_")}
     with open(path, "a") as f:
         f.write(json.dumps(public, sort_keys=True, default=_json_default) + "\n")
@@ -147,15 +176,20 @@ def save_config(cfg: Config, path: str) -> None:
     """Write ``cfg`` to ``path``; refuse a workdir that holds another configuration.
 
     A rerun may change the fields in ``cfg.GROWABLE`` (more seeds, methods, columns...); any
-    other difference would mix records of two studies, so it raises ValueError.
+    other difference would mix records of two studies, so it raises ValueError (on every
+    process: process 0 checks).
     """
     text = to_json(cfg)
+    sharding.agree(lambda: _check_and_save_config(text, path, cfg.GROWABLE))
+
+
+def _check_and_save_config(text: str, path: str, growable) -> None:
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)  # raw JSON: compared field by field
         new = json.loads(text)
         diff = sorted(k for k in set(old) | set(new)
-                      if k not in cfg.GROWABLE and old.get(k) != new.get(k))
+                      if k not in growable and old.get(k) != new.get(k))
         if diff:
             raise ValueError(f"workdir {os.path.dirname(path)!r} holds a study with a different "
                              f"configuration (differs in {diff}); use another --workdir")
@@ -167,15 +201,27 @@ def save_config(cfg: Config, path: str) -> None:
 
 
 def save_params(path: str, params: Any) -> None:
-    """Checkpoint ``params`` at ``path``, replacing a partial one left by an interrupted run."""
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    """Checkpoint ``params`` at ``path``, replacing a partial one left by an interrupted run.
+
+    With several processes every process calls this together (orbax writes each process's part
+    of the arrays; process 0 removes the old checkpoint first)."""
+    if sharding.is_primary():
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    sharding.barrier(f"save_params:{path}")
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(path, params)
     checkpointer.wait_until_finished()
 
 
+def remove_tree(path: str) -> None:
+    """Delete the folder ``path`` if it exists (process 0 only)."""
+    if sharding.is_primary() and os.path.isdir(path):
+        shutil.rmtree(path)
+
+
 def restore_params(path: str, template: Any) -> Any:
-    """The parameters checkpointed at ``path``, with the structure of ``template``."""
+    """The parameters checkpointed at ``path``, with the structure (and the placement) of
+    ``template``; every process calls this together when there are several."""
     return ocp.StandardCheckpointer().restore(path, template)

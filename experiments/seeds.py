@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from experiments.configs.base import Config, StudyConfig
-from experiments.io import StudyPaths, atomic_write, log, restore_params, save_params
+from experiments.io import StudyPaths, atomic_write, exists, log, restore_params, save_params
 from jaxunlearn import data as jdata
 from jaxunlearn import train
 from jaxunlearn.mia import mia_nonmember_index
@@ -143,7 +143,7 @@ def _restore_or_train(cfg: StudyConfig, paths: StudyPaths, seed: int, apply_fn, 
     ckpt = os.path.join(paths.checkpoints, f"original_seed{seed}")
     info_path = ckpt + ".json"
     template = init_fn(keys["init"])
-    if os.path.exists(info_path) and os.path.isdir(ckpt):
+    if exists(info_path) and exists(ckpt, kind="dir"):
         params = restore_params(ckpt, template)
         with open(info_path) as f:
             info = json.load(f)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import zlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -41,9 +40,11 @@ from experiments.io import (
     StudyPaths,
     append_record,
     check_workdir,
+    exists,
     load_records,
     log,
     prepare_workdir,
+    remove_tree,
     restore_params,
     save_config,
     save_params,
@@ -51,6 +52,7 @@ from experiments.io import (
 from experiments.plots import loss_histogram
 from experiments.report import write_report
 from experiments.seeds import SeedContext
+from jaxunlearn import sharding
 from jaxunlearn.evaluate import evaluate_unlearning
 from jaxunlearn.mia import PHI_MODES, SWAP_RULES
 from jaxunlearn.models import build_model, init_fn_for
@@ -304,7 +306,9 @@ def _params_name(rec: dict) -> str:
 
 
 def write_results(paths: StudyPaths) -> None:
-    write_report(paths.root, load_records(paths.records))
+    records = load_records(paths.records)  # every process takes part in reading them
+    if sharding.is_primary():  # the one that writes files
+        write_report(paths.root, records)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,8 +389,8 @@ def _run_column(cfg: StudyConfig, study: Study, ctx: SeedContext, forgets: list,
             append_record(paths.records, {**rec, **seed_cols.metrics(params)})
             latest[name] = params
             old = _round_ckpt(paths, name, column, seed, r - 1)
-            if r > 0 and os.path.isdir(old):  # only the latest round is needed
-                shutil.rmtree(old)
+            if r > 0:  # only the latest round is needed
+                remove_tree(old)
 
 
 def _round_ckpt(paths: StudyPaths, name: str, column: Column, seed: int, round_: int) -> str:
@@ -396,7 +400,7 @@ def _round_ckpt(paths: StudyPaths, name: str, column: Column, seed: int, round_:
 
 
 def _restore_round(path: str, template):
-    if not os.path.isdir(path):
+    if not exists(path, kind="dir"):
         raise ValueError(f"the records say this round finished but its model checkpoint {path!r} "
                          "is missing, so the next round cannot continue from it; remove this "
                          "method's records of this seed from records.jsonl (or use a new workdir)")

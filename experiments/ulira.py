@@ -60,6 +60,7 @@ from experiments.io import (
     append_record,
     atomic_write,
     check_workdir,
+    exists,
     load_records,
     log,
     prepare_workdir,
@@ -68,7 +69,7 @@ from experiments.io import (
     save_params,
 )
 from experiments.report import format_ci
-from jaxunlearn import audit, ensemble, train
+from jaxunlearn import audit, ensemble, sharding, train
 from jaxunlearn.condense import condense
 from jaxunlearn.evaluate import evaluate_unlearning
 from jaxunlearn.models import build_model, init_fn_for
@@ -371,7 +372,7 @@ def run(cfg: UliraConfig, workdir: str) -> list[dict]:
                                 jax.random.fold_in(keys["forget"], 14))
         template = ensemble.init_models(init_fn, jax.random.split(keys["init"], n))
         ckpt = os.path.join(paths.checkpoints, f"originals_seed{seed}")
-        if os.path.isdir(ckpt):
+        if exists(ckpt, kind="dir"):
             originals, train_s = restore_params(ckpt, template), float("nan")
             log(f"seed {seed}: {n} originals restored from {ckpt}")
         else:
@@ -383,7 +384,7 @@ def run(cfg: UliraConfig, workdir: str) -> list[dict]:
         ref_path = _phi_path(paths.root, "reference", False, seed)
         real = [(splits.train_x[pops.retain(i)], splits.train_y[pops.retain(i)])
                 for i in range(n)]
-        if os.path.exists(ref_path):
+        if exists(ref_path):
             ref_phi = np.load(ref_path)
         else:
             out = unlearn_models(cfg, splits, pops, originals, reference,
@@ -534,7 +535,9 @@ def write_results(root: str, cfg: UliraConfig) -> None:
     """``results.md`` and ``ulira_roc.png`` from the records and the saved φ arrays."""
     from experiments.plots import ulira_roc_plot
 
-    records = load_records(os.path.join(root, "records.jsonl"))
+    records = load_records(os.path.join(root, "records.jsonl"))  # every process takes part
+    if not sharding.is_primary():  # the one that writes files (and the φ files it reads)
+        return
     curves, exposed = {}, {}
     for r in records:
         ref = _phi_path(root, "reference", False, r["seed"])

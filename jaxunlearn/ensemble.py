@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxunlearn import sharding
 from jaxunlearn.conv import stacked_models
 from jaxunlearn.train import Pool, bucket_size
 from jaxunlearn.unlearn.base import UnlearnData
@@ -151,5 +152,5 @@ def predict_models(apply_fn: Callable, params: Params, x: Any, batch_size: int =
         if chunk.shape[0] < b:
             chunk = np.concatenate([chunk, np.zeros((b - chunk.shape[0], *x.shape[1:]),
                                                     np.float32)])
-        out.append(np.asarray(_logits_chunk(apply_fn, params, chunk)))
+        out.append(sharding.to_host(_logits_chunk(apply_fn, params, chunk)))
     return np.concatenate(out, axis=1)[:, :n]

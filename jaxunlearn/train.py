@@ -271,7 +271,7 @@ def set_learning_rate(opt_state: Any, lr: float) -> Any:
     new = jnp.full(jnp.shape(old), lr, jnp.asarray(old).dtype)
     if isinstance(old, jax.Array):
         # keep the placement (e.g. replicated over the data mesh) so compiled steps still match
-        new = jax.device_put(new, old.sharding)
+        new = sharding.put(new, old.sharding)
     hp["learning_rate"] = new
     return opt_state._replace(hyperparams=hp)
 
@@ -499,11 +499,11 @@ class PhaseRunner:
     def steps(self, pool: Pool, batch_size: int, include: jax.Array | None = None) -> np.ndarray:
         """Steps of an epoch of ``pool``: ``[]`` int, or ``[M]`` (0 for an empty set). One host
         read, outside the steps."""
+        n_valid, include = sharding.to_host((pool.n, include))
         if include is None:
-            n = np.asarray(pool.n)
+            n = n_valid
         else:
-            n = np.sum(np.asarray(include) & (np.arange(pool.y.shape[-1]) < np.asarray(pool.n)[
-                ..., None]), axis=-1)
+            n = np.sum(include & (np.arange(pool.y.shape[-1]) < n_valid[..., None]), axis=-1)
         if self.ensemble is not None:
             n = np.broadcast_to(n, (self.ensemble.size,))
         return -(-n // batch_size)
@@ -593,15 +593,15 @@ def run_phases(
     include = include or {}
     history: list[dict] = []
     bar = None
-    if progress:
+    if progress and sharding.is_primary():  # one bar, not one per process
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, desc=progress if isinstance(progress, str) else "train",
                    unit="epoch", leave=False, dynamic_ncols=True)
     steps_cache: dict[str, np.ndarray] = {}
     steps_done = 0
-    if runner.ensemble is not None:  # every leaf split along the models axis, as steps return it
-        state = runner.place(state)
+    # every leaf placed as the steps return it: replicated, or split along the models axis
+    state = runner.place(state)
     for epoch in range(epochs):
         key_e = runner.fold_in(key, epoch)
         if lr_schedule is not None:
@@ -635,8 +635,8 @@ def run_phases(
                     sums[tag] = sums[tag] + value if tag in sums else value
                     counts[tag] = counts.get(tag, 0) + (s < steps)
         epoch_metrics: dict[str, Any] = {}
-        for k, v in sums.items():
-            mean = np.asarray(v) / np.maximum(counts[k], 1)
+        for k, v in sharding.to_host(sums).items():
+            mean = v / np.maximum(counts[k], 1)
             epoch_metrics[k] = float(mean) if runner.ensemble is None else mean.tolist()
         epoch_metrics["epoch"] = epoch
         if lr_schedule is not None:

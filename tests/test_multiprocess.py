@@ -1,0 +1,245 @@
+"""Several processes (JAX's multi-controller runtime) on 127.0.0.1: 2 CPU processes, one device
+each, collectives over gloo, give the numbers of 1 process with 2 forced host devices (the same
+global mesh of 2 devices, the same global batches), and a study run as 2 processes resumes after
+being killed.
+
+Every process is started in its own session and killed (with its children) when a test fails
+or times out, so a hung collective never outlives the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments import class_forget
+
+TIMEOUT_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(devices: int = 1) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def _launch(commands: list[list[str]], logs: Path, env: dict, stop_when=None) -> bool:
+    """Run ``commands`` at once, each in its own session, logging to ``logs``/p{i}.log.
+
+    Returns False when ``stop_when()`` became true first (every process is then killed: an
+    interrupted run), True when all exited with code 0. Raises AssertionError, with the logs'
+    tails, when one fails or the time runs out; every process is killed on the way out.
+    """
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    try:
+        for i, cmd in enumerate(commands):
+            with open(logs / f"p{i}.log", "w") as f:
+                procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                              start_new_session=True))
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            codes = [p.poll() for p in procs]
+            if any(c not in (None, 0) for c in codes):
+                raise AssertionError(f"a process failed (exit codes {codes})\n{_tails(logs)}")
+            if all(c == 0 for c in codes):
+                return True
+            if stop_when is not None and stop_when():
+                return False
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {TIMEOUT_S}s\n{_tails(logs)}")
+            time.sleep(0.1)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def _tails(logs: Path) -> str:
+    return "\n".join(f"--- {f.name}\n" + "\n".join(f.read_text().splitlines()[-15:])
+                     for f in sorted(logs.glob("p*.log")))
+
+
+def _two_processes(args: list[str], logs: Path, stop_when=None) -> bool:
+    """``args`` run as 2 processes (one CPU device each) coordinated on 127.0.0.1."""
+    coordinator = f"127.0.0.1:{_free_port()}"
+    return _launch([[*args, "--coordinator", coordinator, "--num_processes", "2",
+                     "--process_id", str(i)] for i in range(2)], logs, _env(), stop_when)
+
+
+def _two_devices(args: list[str], logs: Path) -> bool:
+    """``args`` run as 1 process with 2 forced host devices."""
+    return _launch([args], logs, _env(devices=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# The library: fit and A-CF, one model and a stack of models
+
+_SCRIPT = textwrap.dedent("""
+    import argparse, sys
+    import numpy as np
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--coordinator")
+    p.add_argument("--num_processes", type=int)
+    p.add_argument("--process_id", type=int)
+    args = p.parse_args()
+    from jaxunlearn import sharding
+    if args.coordinator:
+        sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    import jax
+    from jaxunlearn import ensemble, train
+    from jaxunlearn.models import build_model, init_fn_for
+    from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
+    assert jax.device_count() == 2 and jax.process_count() == (2 if args.coordinator else 1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 4, 96).astype(np.int32)
+    model = build_model("convnet", 4, depth=2, width=8)
+    init_fn = init_fn_for(model, (8, 8, 1))
+    sgd = dict(optimizer=train.sgd(0.05, 0.9), lr_schedule=train.cosine_with_warmup(0.05, 2, 1))
+    out = {}
+
+    def keep(name, params, history):
+        out.update({f"{name}/p{i}": a for i, a in enumerate(
+            sharding.to_host(jax.tree.leaves(params)))})
+        out[f"{name}/loss"] = np.array([h[k] for h in history for k in sorted(h)
+                                        if k.endswith("/loss")], np.float64)
+
+    # one model: the batch of every step is split over the 2 devices (one per process)
+    pool = train.make_pool(x, y)
+    fit = train.fit(model.apply, init_fn(jax.random.key(0)), pool, jax.random.key(1),
+                    epochs=2, batch_size=16, **sgd)
+    keep("fit", fit.params, fit.history)
+    f, r = np.flatnonzero(y == 1), np.flatnonzero(y != 1)
+    data = make_unlearn_data((x[r], y[r]), (x[f], y[f]), (x[:20], y[:20]), 4)
+    acf = run_method(make_method("a_cf", model.apply, batch_size=8), fit.params, data,
+                     jax.random.key(2))
+    keep("a_cf", acf.params, acf.history)
+    # 4 models: the models axis is split over the 2 devices, 2 whole models on each
+    M = 4
+    inc = np.zeros((M, pool.y.shape[0]), bool)
+    inc[:, :96] = ensemble.random_halves(jax.random.key(3), 96, M)
+    fits = train.fit(model.apply, ensemble.init_models(init_fn, jax.random.split(
+        jax.random.key(4), M)), pool, jax.random.split(jax.random.key(5), M), epochs=2,
+        batch_size=16, include=inc, models=M, **sgd)
+    keep("fit_models", fits.params, fits.history)
+    datas = []
+    for m in range(M):
+        idx = np.flatnonzero(inc[m, :96])
+        f, r = idx[y[idx] == 1], idx[y[idx] != 1]
+        datas.append(make_unlearn_data((x[r], y[r]), (x[f], y[f]), (x[:20], y[:20]), 4))
+    acfs = run_method(make_method("a_cf", model.apply, batch_size=8), fits.params,
+                      ensemble.stack_unlearn_data(datas), jax.random.split(jax.random.key(6), M),
+                      models=M)
+    keep("a_cf_models", acfs.params, acfs.history)
+    np.savez(f"{args.out}.{jax.process_index()}.npz", **out)
+""")
+
+
+def test_two_processes_equal_two_devices(tmp_path):
+    """fit and A-CF, one model (batches split over the processes) and 4 stacked models (the
+    models axis split over the processes): parameters and per-epoch losses of 2 processes equal
+    those of 1 process with 2 devices within 1e-5 × max |parameter|, and both processes hold the
+    whole result."""
+    script = tmp_path / "script.py"
+    script.write_text(_SCRIPT)
+    cmd = [sys.executable, str(script)]
+    assert _two_processes([*cmd, str(tmp_path / "procs")], tmp_path / "procs_logs")
+    assert _two_devices([*cmd, str(tmp_path / "devices")], tmp_path / "devices_logs")
+    ref = np.load(tmp_path / "devices.0.npz")
+    p0, p1 = np.load(tmp_path / "procs.0.npz"), np.load(tmp_path / "procs.1.npz")
+    assert sorted(p0.files) == sorted(ref.files) == sorted(p1.files)
+    for run in ("fit", "a_cf", "fit_models", "a_cf_models"):
+        names = [k for k in ref.files if k.startswith(f"{run}/p")]
+        scale = max(np.abs(ref[k]).max() for k in names)
+        for k in names:
+            np.testing.assert_allclose(p0[k], ref[k], rtol=0, atol=1e-5 * scale, err_msg=k)
+            np.testing.assert_array_equal(p1[k], p0[k], err_msg=k)
+        np.testing.assert_allclose(p0[f"{run}/loss"], ref[f"{run}/loss"], rtol=1e-5)
+        np.testing.assert_array_equal(p1[f"{run}/loss"], p0[f"{run}/loss"])
+    assert p0["fit_models/p0"].shape[0] == 4  # the stacks came back whole
+    assert p0["fit/loss"].shape == (2,) and p0["a_cf_models/loss"].shape == (1, 4)  # epochs, M
+
+
+# ---------------------------------------------------------------------------------------------
+# A study: only process 0 writes, and an interrupted 2-process run resumes
+
+_STUDY = ["--seeds", "1", "--methods", "cf,a_cf",
+          "--set", 'model_kwargs={"depth": 2, "width": 16}',
+          "--set", "original.epochs=2", "--set", "original.warmup_epochs=0",
+          "--set", "method_hparams.cf.epochs=1", "--set", "method_hparams.cf.warmup_epochs=0",
+          "--set", "blend.iterations=2", "--set", 'condense_net={"width": 16, "depth": null}']
+_TIMES = ("_s", "_s_ci")  # wall-clock fields differ between runs
+
+
+def _records(workdir: Path) -> dict:
+    out = {}
+    for line in (workdir / "records.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        key = (r["method"], r["condensed"])
+        assert key not in out, f"record {key} written twice"
+        out[key] = {k: v for k, v in r.items() if not k.endswith(_TIMES)}
+    return out
+
+
+def test_study_as_two_processes_resumes_and_equals_two_devices(tmp_path):
+    """class_forget (digits, cf and A-CF, without and with Blend) as 2 processes, killed once the
+    original model's record is written, then rerun: it restores the original model from the
+    checkpoint both processes saved, writes each record once, and its records equal those of
+    1 process with 2 devices run without interruption."""
+    cmd = [sys.executable, "-m", "experiments.class_forget", *_STUDY]
+    work = tmp_path / "procs"
+    records = work / "records.jsonl"
+    finished = _two_processes(
+        [*cmd, "--workdir", str(work)], tmp_path / "first",
+        stop_when=lambda: records.exists() and records.read_text().count("\n") >= 1)
+    assert not finished, "the study ended before it could be interrupted"
+    assert (work / "checkpoints" / "original_seed0.json").exists()
+    assert _two_processes([*cmd, "--workdir", str(work)], tmp_path / "second")
+    log0 = (tmp_path / "second" / "p0.log").read_text()
+    assert "original model restored" in log0 and "| method |" in log0
+    log1 = (tmp_path / "second" / "p1.log").read_text()
+    assert "original model" not in log1 and "| method |" not in log1  # process 0 speaks
+    assert _two_devices([*cmd, "--workdir", str(tmp_path / "devices")], tmp_path / "third")
+    got, want = _records(work), _records(tmp_path / "devices")
+    assert sorted(got) == sorted(want) == [("a_cf", False), ("a_cf", True), ("cf", False),
+                                           ("cf", True), ("original", False)]
+    for key in want:
+        assert got[key].keys() == want[key].keys()
+        for field, value in want[key].items():
+            if isinstance(value, float):
+                np.testing.assert_allclose(got[key][field], value, rtol=1e-5,
+                                           err_msg=f"{key} {field}")
+            else:
+                assert got[key][field] == value, (key, field)
+    for name in ("blend_grid.png", "results.md", "partition_seed0_ipc16_reference.npz"):
+        assert (work / name).exists(), name
+
+
+def test_process_flags_are_checked(capsys):
+    """The launch flags: all three or none, and a process id in range, else a one-line error."""
+    for flags, message in ((["--num_processes", "2"], "together"),
+                           (["--coordinator", "h:1", "--num_processes", "2", "--process_id",
+                             "2"], "process_id must be in [0, 2)"),
+                           (["--distributed", "--process_id", "0"], "alone")):
+        assert class_forget.main(["--workdir", "unused", *flags]) == 2
+        assert message in capsys.readouterr().err
