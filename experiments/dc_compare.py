@@ -114,7 +114,7 @@ from experiments.io import (
 from experiments.plots import blend_grid_from_output
 from experiments.report import format_ci
 from experiments.seeds import load_study_dataset, partition_keys, seed_keys
-from jaxunlearn import train
+from jaxunlearn import sharding, train
 from jaxunlearn.condense import blend_clusters
 from jaxunlearn.dm import distribution_matching
 from jaxunlearn.gm import gm_loops, gradient_matching
@@ -461,6 +461,9 @@ def _baseline_rows(ctx: _Context, name: str, ipc: int, seed: int, params0: Any,
     calib_it = int(getattr(ctx.cfg, name).calibration_iterations)
     calib, compile_s = ctx.baseline(name, ipc, seed, calib_it, warm=True)
     iter_s = calib.timings[f"{name}_s"] / calib_it
+    # the iteration counts decide what runs next, and every process timed its own runs: all
+    # take process 0's times (the ones its records show)
+    budget_s, iter_s = sharding.agree(lambda: [budget_s, iter_s])
     base_it = budget_s / iter_s
     for b in budgets:
         its = max(1, round(b * base_it))

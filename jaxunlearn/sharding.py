@@ -17,7 +17,9 @@ starts the runtime; the mesh then spans every process's devices. Host data place
 :func:`replicate` / :func:`shard_models` becomes one global array (each process supplies the
 same host values: :func:`jax.make_array_from_callback`), the jitted steps run as one SPMD
 program over all devices, and :func:`to_host` reads a result back whole on every process
-(gathering the shards other processes hold). :func:`is_primary` says which process writes files,
+(gathering the shards other processes hold). ``JAXUNLEARN_CHECK_REPLICAS=1`` makes every
+placement check that all processes supplied the same values (a debugging aid: one small
+collective per array placed). :func:`is_primary` says which process writes files,
 :func:`agree` hands every process the primary's answer to a question about the filesystem, and
 :func:`barrier` waits for every process. With one process all of these are plain local
 operations.
@@ -29,6 +31,8 @@ import contextlib
 import contextvars
 import functools
 import json
+import os
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -81,9 +85,24 @@ def put(tree: Any, sharding: jax.sharding.Sharding) -> Any:
             return jax.random.wrap_key_data(put_leaf(jax.random.key_data(leaf)),
                                             impl=jax.random.key_impl(leaf))
         host = np.asarray(leaf)
+        if os.environ.get("JAXUNLEARN_CHECK_REPLICAS") == "1":
+            _check_same_everywhere(host)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return jax.tree.map(put_leaf, tree)
+
+
+def _check_same_everywhere(host: np.ndarray) -> None:
+    """Raise unless every process holds the same ``host`` values (its shape, dtype and bytes'
+    CRC-32 are compared across processes: one small collective)."""
+    digest = np.asarray([zlib.crc32(np.ascontiguousarray(host).tobytes()),
+                         zlib.crc32(repr((host.shape, host.dtype.str)).encode())], np.uint32)
+    every = np.asarray(multihost_utils.process_allgather(digest))
+    if not (every == every[:1]).all():
+        raise RuntimeError(
+            f"processes hold different values for an array of shape {host.shape} placed on the "
+            "mesh (each must supply the same host data): a result that depends on each "
+            "process's own timing or randomness was used as data")
 
 
 def replicate(tree: Any) -> Any:

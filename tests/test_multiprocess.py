@@ -33,7 +33,8 @@ def _free_port() -> int:
 
 
 def _env(devices: int = 1) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    # every placement checks that all processes supplied the same host values
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXUNLEARN_CHECK_REPLICAS="1")
     env.pop("XLA_FLAGS", None)
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
@@ -151,6 +152,17 @@ _SCRIPT = textwrap.dedent("""
                       ensemble.stack_unlearn_data(datas), jax.random.split(jax.random.key(6), M),
                       models=M)
     keep("a_cf_models", acfs.params, acfs.history)
+    # process 0's answer, and its error, reach every process; different host data is refused
+    out["agreed"] = np.array(sharding.agree(lambda: jax.process_index() + 7))
+    try:
+        sharding.agree(lambda: int("x"))
+    except ValueError as e:
+        out["agreed_error"] = np.array("invalid literal" in str(e))
+    if jax.process_count() > 1:
+        try:
+            sharding.replicate(np.full(3, jax.process_index(), np.float32))
+        except RuntimeError as e:
+            out["refused"] = np.array("processes hold different values" in str(e))
     np.savez(f"{args.out}.{jax.process_index()}.npz", **out)
 """)
 
@@ -159,7 +171,8 @@ def test_two_processes_equal_two_devices(tmp_path):
     """fit and A-CF, one model (batches split over the processes) and 4 stacked models (the
     models axis split over the processes): parameters and per-epoch losses of 2 processes equal
     those of 1 process with 2 devices within 1e-5 × max |parameter|, and both processes hold the
-    whole result."""
+    whole result. ``sharding.agree`` hands process 0's answer (or error) to both, and placing
+    host data that differs between the processes is refused."""
     script = tmp_path / "script.py"
     script.write_text(_SCRIPT)
     cmd = [sys.executable, str(script)]
@@ -167,7 +180,7 @@ def test_two_processes_equal_two_devices(tmp_path):
     assert _two_devices([*cmd, str(tmp_path / "devices")], tmp_path / "devices_logs")
     ref = np.load(tmp_path / "devices.0.npz")
     p0, p1 = np.load(tmp_path / "procs.0.npz"), np.load(tmp_path / "procs.1.npz")
-    assert sorted(p0.files) == sorted(ref.files) == sorted(p1.files)
+    assert sorted(p0.files) == sorted(p1.files) == sorted([*ref.files, "refused"])
     for run in ("fit", "a_cf", "fit_models", "a_cf_models"):
         names = [k for k in ref.files if k.startswith(f"{run}/p")]
         scale = max(np.abs(ref[k]).max() for k in names)
@@ -177,6 +190,8 @@ def test_two_processes_equal_two_devices(tmp_path):
         np.testing.assert_allclose(p0[f"{run}/loss"], ref[f"{run}/loss"], rtol=1e-5)
         np.testing.assert_array_equal(p1[f"{run}/loss"], p0[f"{run}/loss"])
     assert p0["fit_models/p0"].shape[0] == 4  # the stacks came back whole
+    for p in (p0, p1):
+        assert int(p["agreed"]) == 7 and bool(p["agreed_error"]) and bool(p["refused"])
     assert p0["fit/loss"].shape == (2,) and p0["a_cf_models/loss"].shape == (1, 4)  # epochs, M
 
 
