@@ -36,6 +36,8 @@ def _env(devices: int = 1) -> dict:
     # every placement checks that all processes supplied the same host values
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAXUNLEARN_CHECK_REPLICAS="1")
     env.pop("XLA_FLAGS", None)
+    for key in [k for k in env if "_proxy" in k.lower()]:  # gRPC would route 127.0.0.1 there
+        del env[key]
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
