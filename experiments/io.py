@@ -20,6 +20,7 @@ import tempfile
 import time
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -210,6 +211,9 @@ def save_params(path: str, params: Any) -> None:
             shutil.rmtree(path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
     sharding.barrier(f"save_params:{path}")
+    if jax.process_count() > 1:  # orbax saves global arrays; a process-local one is replicated
+        params = jax.tree.map(lambda a: a if isinstance(a, jax.Array) and not
+                              a.is_fully_addressable else sharding.replicate(a), params)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(path, params)
     checkpointer.wait_until_finished()
