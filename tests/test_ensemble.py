@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import chex
 import jax
 import numpy as np
@@ -141,49 +139,3 @@ def test_stack_unlearn_data_pads_to_a_common_capacity(setup):
                                   np.asarray(datas[0].retain.x[:10]))
     with pytest.raises(ValueError, match="nothing"):
         ensemble.stack_unlearn_data([])
-
-
-_SHARDED_SCRIPT = textwrap.dedent("""
-    import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
-    import jax, numpy as np
-    from jaxunlearn import ensemble, sharding, train
-    from jaxunlearn.models import build_model, init_fn_for
-    from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
-    assert jax.device_count() == int(sys.argv[1])
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(96, 8, 8, 1)).astype(np.float32)
-    y = rng.integers(0, 4, 96).astype(np.int32)
-    model = build_model("convnet", 4, depth=2, width=8)
-    init_fn = init_fn_for(model, (8, 8, 1))
-    M = 4
-    params = ensemble.init_models(init_fn, jax.random.split(jax.random.key(0), M))
-    pool = train.make_pool(x, y)
-    inc = np.zeros((M, pool.y.shape[0]), bool)
-    inc[:, :96] = ensemble.random_halves(jax.random.key(1), 96, M)
-    out = train.fit(model.apply, params, pool, jax.random.split(jax.random.key(2), M),
-                    epochs=2, batch_size=16, optimizer=train.sgd(0.05, 0.9), include=inc,
-                    models=M)
-    if jax.device_count() > 1:  # the models axis is split over the devices
-        leaf = jax.tree.leaves(out.params)[0]
-        assert len(leaf.sharding.device_set) == jax.device_count(), leaf.sharding
-        assert sharding.models_axis_name(M) == "data"
-    datas = []
-    for m in range(M):
-        idx = np.flatnonzero(inc[m, :96])
-        f, r = idx[y[idx] == 1], idx[y[idx] != 1]
-        datas.append(make_unlearn_data((x[r], y[r]), (x[f], y[f]), (x[:20], y[:20]), 4))
-    un = run_method(make_method("a_cf", model.apply, batch_size=8), out.params,
-                    ensemble.stack_unlearn_data(datas), jax.random.split(jax.random.key(3), M),
-                    models=M)
-    flat = [np.asarray(l).ravel() for l in jax.tree.leaves(out.params)]
-    flat.append(ensemble.predict_models(model.apply, un.params, x).ravel())
-    np.save(sys.argv[2], np.concatenate(flat))
-""")
-
-
-def test_models_sharded_over_two_devices_match_one(on_host_devices):
-    """The models axis sharded over 2 host devices gives the 1-device result (fit + A-CF)."""
-    results = on_host_devices(_SHARDED_SCRIPT)
-    np.testing.assert_allclose(results[2], results[1], rtol=0,
-                               atol=1e-5 * np.abs(results[1]).max())
