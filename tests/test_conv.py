@@ -120,7 +120,7 @@ def test_gemm_backward_under_jit_and_second_use():
 @pytest.mark.parametrize("name,kwargs,size", [
     ("convnet", dict(depth=2, width=16), 8),
     ("convnet", dict(depth=3, width=8), 32),
-    ("resnet18", dict(width=4), 16),
+    pytest.param("resnet18", dict(width=4), 16, marks=pytest.mark.slow),
 ])
 def test_models_same_gradients_and_parameter_names(name, kwargs, size):
     model = build_model(name, num_classes=5, **kwargs)

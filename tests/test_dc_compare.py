@@ -30,6 +30,7 @@ def tiny_run(tmp_path_factory):
     return workdir, dc_compare.run(_tiny(), workdir)
 
 
+@pytest.mark.slow
 def test_records_and_numbers(tiny_run):
     workdir, records = tiny_run
     by = {(r["method"], r["ipc"], r["seed"]): r for r in records}
@@ -71,6 +72,7 @@ def test_records_and_numbers(tiny_run):
         assert by[("gm_x1", ipc, 0)]["gm_loops"] == [1, 1]  # the reference's loops at ipc <= 5
 
 
+@pytest.mark.slow
 def test_outputs(tiny_run):
     workdir, _ = tiny_run
     for name in ("config.json", "records.jsonl", "results.md", "blend_grid_ipc1.png",
@@ -92,6 +94,7 @@ def test_outputs(tiny_run):
     assert (saved["gm"]["lr"], saved["gm"]["lr_net"], saved["idm"]["lr"]) == (0.1, 0.01, 0.01)
 
 
+@pytest.mark.slow
 def test_rerun_recomputes_nothing(tiny_run, monkeypatch):
     workdir, records = tiny_run
     with open(os.path.join(workdir, "records.jsonl")) as f:

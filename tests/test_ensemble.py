@@ -40,6 +40,7 @@ def test_random_halves_are_exact_halves():
         ensemble.random_halves(jax.random.key(0), 1, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", [1, 2, M])
 def test_fit_models_equals_sequential_fits(setup, chunk):
     """Training: M models in one step (one at a time, in vmapped groups of 2 with a remainder,

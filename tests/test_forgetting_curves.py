@@ -101,6 +101,7 @@ def tiny_run(tmp_path_factory):
     return cfg, workdir, fc.run(cfg, workdir)
 
 
+@pytest.mark.slow
 def test_tiny_study_records_curves_budgets_and_the_report(tiny_run):
     cfg, workdir, records = tiny_run
     keys = {(r["method"], r["condensed"], r["multiple"]) for r in records}
@@ -140,6 +141,7 @@ def test_tiny_study_records_curves_budgets_and_the_report(tiny_run):
     assert os.path.getsize(os.path.join(workdir, "forgetting_curves.png")) > 10_000
 
 
+@pytest.mark.slow
 def test_the_reach_table_follows_the_records(tiny_run):
     cfg, workdir, records = tiny_run
     rows = fc.reach_table(records)
@@ -154,6 +156,7 @@ def test_the_reach_table_follows_the_records(tiny_run):
                 assert r["total_s"] > r["time_s"]
 
 
+@pytest.mark.slow
 def test_a_rerun_resumes_without_new_records(tiny_run):
     cfg, workdir, records = tiny_run
     again = fc.run(cfg, workdir)

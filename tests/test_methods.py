@@ -238,13 +238,20 @@ def test_ssd_edit_uses_full_and_forget_importances_and_the_swap_flag(problem):
         state = method.init(key, params, data)
         edited = jax.jit(method.edit)(state, data, key).params
         a, b = (imp_forget, imp_full) if swap else (imp_full, imp_forget)
-        chex.assert_trees_all_close(edited, selective_dampening(params, a, b), rtol=1e-5,
-                                    atol=1e-7)
-        # only parameters with B > 10A moved, and only towards 0
+        want = selective_dampening(params, a, b)
+        # only parameters with B > 10A moved, and only towards 0. A conv bias followed by
+        # instance norm has an exact gradient of 0: its importances are rounding noise, so which
+        # of its entries pass B > 10A differs between any two programs (here the edit's and
+        # this test's); it is only checked to move towards 0.
         sel = jax.tree.map(lambda ai, bi: bi > 10.0 * ai, a, b)
-        for p, e, s in zip(jax.tree.leaves(params), jax.tree.leaves(edited),
-                           jax.tree.leaves(sel), strict=True):
-            assert bool(jnp.all(jnp.where(s, jnp.abs(e) <= jnp.abs(p), e == p)))
+        names = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(params)]
+        for name, p, e, s, w in zip(names, jax.tree.leaves(params), jax.tree.leaves(edited),
+                                    jax.tree.leaves(sel), jax.tree.leaves(want), strict=True):
+            if "convs_" in name and name.endswith("['bias']"):
+                assert bool(jnp.all(jnp.abs(e) <= jnp.abs(p))), name
+                continue
+            np.testing.assert_allclose(e, w, rtol=1e-5, atol=1e-7, err_msg=name)
+            assert bool(jnp.all(jnp.where(s, jnp.abs(e) <= jnp.abs(p), e == p))), name
         n_sel = sum(int(jnp.sum(s)) for s in jax.tree.leaves(sel))
         assert 0 < n_sel < sum(p.size for p in jax.tree.leaves(params))
 

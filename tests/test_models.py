@@ -23,6 +23,7 @@ def test_resnet18_matches_pytorch_parameter_count():
     assert sum(p.size for p in jax.tree.leaves(params)) == 11_173_962
 
 
+@pytest.mark.slow
 def test_resnet50_forward_shape():
     model = build_model("resnet50", 7)
     params = init_params(model, jax.random.key(0), (8, 8, 3))

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+from conftest import test_xla_flags
 
 from experiments import class_forget
 
@@ -35,11 +37,10 @@ def _free_port() -> int:
 def _env(devices: int = 1) -> dict:
     # every placement checks that all processes supplied the same host values
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAXUNLEARN_CHECK_REPLICAS="1")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = test_xla_flags(
+        f"--xla_force_host_platform_device_count={devices}" if devices > 1 else "")
     for key in [k for k in env if "_proxy" in k.lower()]:  # gRPC would route 127.0.0.1 there
         del env[key]
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
 
 
@@ -104,6 +105,7 @@ _SCRIPT = textwrap.dedent("""
     p.add_argument("--coordinator")
     p.add_argument("--num_processes", type=int)
     p.add_argument("--process_id", type=int)
+    p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     from jaxunlearn import sharding
     if args.coordinator:
@@ -132,33 +134,34 @@ _SCRIPT = textwrap.dedent("""
     fit = train.fit(model.apply, init_fn(jax.random.key(0)), pool, jax.random.key(1),
                     epochs=2, batch_size=16, **sgd)
     keep("fit", fit.params, fit.history)
-    f, r = np.flatnonzero(y == 1), np.flatnonzero(y != 1)
-    data = make_unlearn_data((x[r], y[r]), (x[f], y[f]), (x[:20], y[:20]), 4)
-    acf = run_method(make_method("a_cf", model.apply, batch_size=8), fit.params, data,
-                     jax.random.key(2))
-    keep("a_cf", acf.params, acf.history)
-    out["a_cf/logits"] = np.asarray(model.apply(sharding.to_host(acf.params), x))
-    # 4 models: the models axis is split over the 2 devices, 2 whole models on each
-    M = 4
-    inc = np.zeros((M, pool.y.shape[0]), bool)
-    inc[:, :96] = ensemble.random_halves(jax.random.key(3), 96, M)
-    fits = train.fit(model.apply, ensemble.init_models(init_fn, jax.random.split(
-        jax.random.key(4), M)), pool, jax.random.split(jax.random.key(5), M), epochs=2,
-        batch_size=16, include=inc, models=M, **sgd)
-    keep("fit_models", fits.params, fits.history)
-    if jax.device_count() > 1:  # the models axis is split over the devices
-        assert sharding.models_axis_name(M) == "data"
-        assert len(jax.tree.leaves(fits.params)[0].sharding.device_set) == jax.device_count()
-    datas = []
-    for m in range(M):
-        idx = np.flatnonzero(inc[m, :96])
-        f, r = idx[y[idx] == 1], idx[y[idx] != 1]
-        datas.append(make_unlearn_data((x[r], y[r]), (x[f], y[f]), (x[:20], y[:20]), 4))
-    acfs = run_method(make_method("a_cf", model.apply, batch_size=8), fits.params,
-                      ensemble.stack_unlearn_data(datas), jax.random.split(jax.random.key(6), M),
-                      models=M)
-    keep("a_cf_models", acfs.params, acfs.history)
-    out["a_cf_models/logits"] = ensemble.predict_models(model.apply, acfs.params, x)
+    if not args.smoke:  # the smoke test stops at one model's fit
+        f, r = np.flatnonzero(y == 1), np.flatnonzero(y != 1)
+        data = make_unlearn_data((x[r], y[r]), (x[f], y[f]), (x[:20], y[:20]), 4)
+        acf = run_method(make_method("a_cf", model.apply, batch_size=8), fit.params, data,
+                         jax.random.key(2))
+        keep("a_cf", acf.params, acf.history)
+        out["a_cf/logits"] = np.asarray(model.apply(sharding.to_host(acf.params), x))
+        # 4 models: the models axis is split over the 2 devices, 2 whole models on each
+        M = 4
+        inc = np.zeros((M, pool.y.shape[0]), bool)
+        inc[:, :96] = ensemble.random_halves(jax.random.key(3), 96, M)
+        fits = train.fit(model.apply, ensemble.init_models(init_fn, jax.random.split(
+            jax.random.key(4), M)), pool, jax.random.split(jax.random.key(5), M), epochs=2,
+            batch_size=16, include=inc, models=M, **sgd)
+        keep("fit_models", fits.params, fits.history)
+        if jax.device_count() > 1:  # the models axis is split over the devices
+            assert sharding.models_axis_name(M) == "data"
+            assert len(jax.tree.leaves(fits.params)[0].sharding.device_set) == jax.device_count()
+        datas = []
+        for m in range(M):
+            idx = np.flatnonzero(inc[m, :96])
+            f, r = idx[y[idx] == 1], idx[y[idx] != 1]
+            datas.append(make_unlearn_data((x[r], y[r]), (x[f], y[f]), (x[:20], y[:20]), 4))
+        acfs = run_method(make_method("a_cf", model.apply, batch_size=8), fits.params,
+                          ensemble.stack_unlearn_data(datas),
+                          jax.random.split(jax.random.key(6), M), models=M)
+        keep("a_cf_models", acfs.params, acfs.history)
+        out["a_cf_models/logits"] = ensemble.predict_models(model.apply, acfs.params, x)
     # process 0's answer, and its error, reach every process; different host data is refused
     out["agreed"] = np.array(sharding.agree(lambda: jax.process_index() + 7))
     try:
@@ -181,6 +184,45 @@ def _close(got, want, names: list[str]) -> None:
         np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5 * scale, err_msg=k)
 
 
+def test_two_processes_smoke(tmp_path):
+    """The default tier's check of the multi-controller runtime (the slow tier has the rest): 2
+    processes fit one model with every batch split between them; both hold the same parameters,
+    which equal those of the same fit in this process (1 device) within 1e-5 × max |parameter|;
+    ``sharding.agree`` hands process 0's answer (or error) to both, and placing host data that
+    differs between the processes is refused."""
+    import jax
+
+    from jaxunlearn import train
+    from jaxunlearn.models import build_model, init_fn_for
+
+    script = tmp_path / "script.py"
+    script.write_text(_SCRIPT)
+    assert _two_processes([sys.executable, str(script), str(tmp_path / "procs"), "--smoke"],
+                          tmp_path / "procs_logs")
+    p0, p1 = np.load(tmp_path / "procs.0.npz"), np.load(tmp_path / "procs.1.npz")
+    rng = np.random.default_rng(0)  # the script's problem and fit, on this process's device
+    x = rng.normal(size=(96, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 4, 96).astype(np.int32)
+    model = build_model("convnet", 4, depth=2, width=8)
+    fit = train.fit(model.apply, init_fn_for(model, (8, 8, 1))(jax.random.key(0)),
+                    train.make_pool(x, y), jax.random.key(1), epochs=2, batch_size=16,
+                    optimizer=train.sgd(0.05, 0.9),
+                    lr_schedule=train.cosine_with_warmup(0.05, 2, 1))
+    want = {f"fit/p{i}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(fit.params))}
+    want["fit/loss"] = np.array([h[k] for h in fit.history for k in sorted(h)
+                                 if k.endswith("/loss")], np.float64)
+    names = [k for k in want if k.startswith("fit/p")]
+    assert sorted(p0.files) == sorted(p1.files) == sorted(
+        [*want, "agreed", "agreed_error", "refused"])
+    _close(p0, want, names)
+    np.testing.assert_allclose(p0["fit/loss"], want["fit/loss"], rtol=1e-5)
+    for k in [*names, "fit/loss"]:
+        np.testing.assert_array_equal(p1[k], p0[k], err_msg=k)
+    for p in (p0, p1):
+        assert int(p["agreed"]) == 7 and bool(p["agreed_error"]) and bool(p["refused"])
+
+
+@pytest.mark.slow
 def test_two_processes_equal_two_devices_equal_one(tmp_path):
     """fit and A-CF, one model (batches split over the devices) and 4 stacked models (the models
     axis split over the devices), as 2 processes, as 1 process with 2 devices and with 1 device.
@@ -243,6 +285,7 @@ def _records(workdir: Path) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_study_as_two_processes_resumes_and_equals_two_devices(tmp_path):
     """class_forget (digits, cf and A-CF, without and with Blend) as 2 processes, killed once the
     original model's record is written, then rerun: it restores the original model from the

@@ -141,12 +141,17 @@ STAGE_FIELDS = {"embed_s", "kmeans_s", "split_s", "blend_s"}
 
 
 @pytest.fixture(scope="module")
-def class_run(tmp_path_factory, no_plots):
+def class_run(tmp_path_factory):
+    """The quick start's study, tiny, end to end: records, results.md and the real plots."""
     cfg = _tiny(class_forget.get_config())
     cfg.methods = ("retrain", "cf", "a_cf")
     _set_hparams(cfg, "retrain", epochs=1, warmup_epochs=0)
     workdir = str(tmp_path_factory.mktemp("class_forget"))
-    return cfg, workdir, class_forget.run(cfg, workdir)
+    saved, plots.write_plots = plots.write_plots, WRITE_PLOTS  # whatever stub is active
+    try:
+        return cfg, workdir, class_forget.run(cfg, workdir)
+    finally:
+        plots.write_plots = saved
 
 
 def test_class_forget_study_writes_every_field_and_both_columns(class_run):
@@ -175,7 +180,10 @@ def test_class_forget_study_writes_every_field_and_both_columns(class_run):
     # retrain trains from scratch without the class: it cannot predict it
     assert next(r for r in records if r["method"] == "retrain" and not r["condensed"])[
         "forget_acc"] == 0.0
-    assert os.path.getsize(os.path.join(workdir, "blend_grid.png")) > 1000
+    for name in ("blend_grid.png", "tradeoff.png", "loss_hist.png"):
+        with open(os.path.join(workdir, name), "rb") as f:
+            png = f.read()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000, name
     text = open(os.path.join(workdir, "results.md")).read()
     assert "Without condensation" in text and "With Blend condensation" in text
     for m in cfg.methods:
@@ -395,6 +403,7 @@ def _param_sum(params) -> float:
     return float(sum(np.asarray(x, np.float64).sum() for x in jax.tree.leaves(params)))
 
 
+@pytest.mark.slow
 def test_multiround_continues_each_method_and_reuses_the_partition(uniform_run, tmp_path,
                                                                   monkeypatch):
     import experiments.condensation as glue
@@ -484,6 +493,7 @@ def test_multiround_rejects_class_forgetting(tmp_path):
 # Ablation
 
 
+@pytest.mark.slow
 def test_ablation_variants_train_on_the_right_sets(uniform_run, tmp_path):
     _, src, _ = uniform_run
     cfg = _tiny(ablations.get_config())

@@ -101,7 +101,8 @@ def test_fit_is_deterministic(blobs):
 
 _DP_SCRIPT = textwrap.dedent("""
     import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=" + sys.argv[1])
     import jax, numpy as np
     from jaxunlearn import train
     from jaxunlearn.models import build_model, init_params
@@ -119,6 +120,7 @@ _DP_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_data_parallel_matches_single_device(on_host_devices):
     """Two host devices (batch sharded, params replicated) give the single-device result."""
     results = on_host_devices(_DP_SCRIPT)

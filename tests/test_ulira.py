@@ -48,6 +48,7 @@ def audit_run(tmp_path_factory):
     return workdir, ulira.run(_tiny(), workdir)
 
 
+@pytest.mark.slow
 def test_ulira_controls(audit_run):
     _, records = audit_run
     rows = {r["method"]: r for r in records}
@@ -70,6 +71,7 @@ def test_ulira_controls(audit_run):
         assert r["fq_models"] == 24
 
 
+@pytest.mark.slow
 def test_ulira_report_plot_and_resume(audit_run):
     workdir, records = audit_run
     text = open(os.path.join(workdir, "results.md")).read()
