@@ -56,8 +56,7 @@ Writes into ``--workdir``: ``config.json``, ``records.jsonl`` (one row per metho
 the stage times, the baselines' calibration and the evaluation budget), ``results.md`` (mean ±
 95% CI over seeds) and ``blend_grid_ipc<ipc>.png`` (blended images beside their clusters'
 members, first seed). A rerun resumes: rows already in ``records.jsonl`` are not recomputed.
-The default run took 32 min on the 2-core CPU (2026-12-01), most of it GM at ipc 50 (one GM
-iteration takes ≈48 s there) and the 100× budgets. Expected on digits (docs/reproduce.md §6):
+Expected on digits (docs/reproduce.md §6):
 Blend above every baseline at the same time at ipc 1 and 10 (≈85.5% vs 64–71% at 1×, ≈96.3%
 vs 93.4–94.7% at every budget) and level with the best of them at ipc 50 (≈98.5% vs
 97.7–98.4%); DM reaches Blend at ipc 1 only at 100× (≈87.5%); all above random real images
@@ -373,10 +372,6 @@ def _baseline_name(name: str, b: float) -> str:
     return f"{name}_x{b:g}"
 
 
-def _dm_name(b: float) -> str:
-    return _baseline_name("dm", b)
-
-
 class _Context:
     """What every row of one run shares: data, networks, the evaluator, the records so far."""
 
@@ -484,11 +479,6 @@ def _baseline_rows(ctx: _Context, name: str, ipc: int, seed: int, params0: Any,
         log(f"seed {seed} ipc {ipc} {label} {b:g}x: {its} iterations in "
             f"{out.timings[f'{name}_s']:.2f}s (budget {b * budget_s:.2f}s), test acc "
             f"{ev['test_acc']:.1f}%")
-
-
-def _dm_rows(ctx: _Context, ipc: int, seed: int, params0: Any, budgets: list) -> None:
-    """DM at each budget b × Blend's (+partition) time, as a calibrated iteration count."""
-    _baseline_rows(ctx, "dm", ipc, seed, params0, budgets)
 
 
 def _real_row(ctx: _Context, ipc: int | None, seed: int, params0: Any) -> None:

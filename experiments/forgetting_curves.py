@@ -35,12 +35,10 @@ import dataclasses
 import math
 import os
 import sys
-import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import jax
 import numpy as np
 
 from experiments import cli, seeds
@@ -50,7 +48,7 @@ from experiments.configs.digits import get_config as _digits_config
 from experiments.configs.mnist5k import get_config as _mnist5k_config
 from experiments.io import append_record, atomic_write, load_records, log
 from experiments.plots import forgetting_curves_plot
-from experiments.report import format_ci
+from experiments.report import column_label, format_ci
 from experiments.study import evaluate, open_study
 from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
 from jaxunlearn.unlearn.base import factory_defaults
@@ -105,9 +103,7 @@ def get_config(name: str = "digits") -> CurvesConfig:
         return curves_config(_digits_config())
     if name == "mnist5k":
         cfg = curves_config(_mnist5k_config())
-        # Measured on mnist5k (2 cores): CF's 1× budget takes 47 s and Retrain 91 s, 18× and 17×
-        # digits' (a 28×28 step takes 24 ms against 6 ms at 8×8, and there are 3.2× the retain
-        # images). The ten methods at four budgets for 5 seeds would take ≈4 h. Within 60 min:
+        # Sized to run within 60 min on 2 CPU cores (docs/design_notes.md has the timings):
         # 3 seeds, budgets 1×, 2×, 5×, and 5 methods: Retrain, CF and A-CF (the question), SCRUB
         # and SalUn (the budget-tied and the constant-rate method that reached Retrain level on
         # digits). Left out: NegGrad+ and L1-Sparse (never reached it on digits, like CF),
@@ -254,10 +250,9 @@ def run(cfg: CurvesConfig, workdir: str) -> list[dict]:
             data = make_unlearn_data((x, y), (fx, fy), (s.unseen_x, s.unseen_y), s.num_classes)
             for name, _, multiple in pending:
                 method = runs[(name, condensed, multiple)]
-                key = jax.random.fold_in(ctx.keys["unlearn"],
-                                         zlib.crc32(cfg.method_of(name).encode()))
+                key = seeds.method_key(cfg, ctx.keys, name)
                 every = _eval_every(cfg, name, method, len(y))
-                tag = f"{name}{' +DC' if condensed else ''} {multiple}x seed {seed}"
+                tag = f"{column_label(name, condensed)} {multiple}x seed {seed}"
                 out = run_method(method, ctx.original, data, key, progress=tag,
                                  eval_every=every, eval_fn=eval_fn if every else None)
                 final = out.curve[-1] if out.curve else eval_fn(out.params)

@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 from experiments.configs.base import Config, to_json
 from jaxunlearn import sharding
 
-__all__ = ["StudyPaths", "append_record", "atomic_write", "check_workdir", "exists",
+__all__ = ["StudyPaths", "append_record", "atomic_write", "check_workdir", "column_slug", "exists",
            "load_records", "log", "prepare_workdir", "remove_tree", "restore_params", "save_config",
            "save_params"]
 
@@ -36,6 +36,11 @@ def log(msg: str) -> None:
     """Print a time-stamped line (process 0 only, when several processes run a study)."""
     if sharding.is_primary():
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def column_slug(condensed: bool) -> str:
+    """How a column is named in file names: ``"dc"`` (with Blend) or ``"nodc"``."""
+    return "dc" if condensed else "nodc"
 
 
 def exists(path: str, kind: str = "any") -> bool:

@@ -9,7 +9,7 @@ from a study's records:
   studies plot the time summed over rounds against the last round's metrics.
 - ``loss_hist.png``: histograms of the per-example cross-entropy on the forget set and on unseen
   data (the MIA's negatives) before (the original model) and after each method; counts summed
-  over seeds, from each record's ``loss_hist`` (see :func:`loss_histogram`).
+  over seeds, from each record's ``loss_hist`` (see :func:`jaxunlearn.evaluate.loss_histogram`).
 - ``rounds.png`` (multi-round studies): cumulative time, test and forget accuracy and MIA per
   round.
 
@@ -37,81 +37,20 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from experiments.io import atomic_write
-from jaxunlearn.losses import cross_entropy
-from jaxunlearn.metrics import confidence_interval, predict_logits
+from jaxunlearn.metrics import confidence_interval
 
 __all__ = [
-    "LOSS_EDGES",
     "blend_grid",
     "blend_grid_from_output",
     "forgetting_curves_plot",
     "loss_hist_plot",
-    "loss_histogram",
-    "per_example_loss",
     "rounds_plot",
     "tradeoff_plot",
     "ulira_roc_plot",
     "write_plots",
 ]
 
-# Histogram bins of per-example cross-entropy: [0, 1e-4) then 36 log-spaced bins up to 100
-# (losses of memorised examples span 1e-4..1, those of forgotten or unseen ones 0.1..20).
-LOSS_EDGES = np.concatenate([[0.0], np.logspace(-4, 2, 37)])
-
 _COND_NAME = {False: "w/o DC", True: "w DC"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-example losses
-
-
-def per_example_loss(apply_fn: Callable, params: Any, x_NxHxWxC: Any, y_N: Any, *,
-                     batch_size: int = 512) -> np.ndarray:
-    """Cross-entropy of every example under the model ``params``.
-
-    Args:
-      apply_fn: ``apply_fn(params, x) -> logits``.
-      params: the model's variables.
-      x_NxHxWxC: images ``[n, h, w, c]``.
-      y_N: labels ``[n]``.
-      batch_size: images per forward pass (see ``jaxunlearn.metrics.predict_logits``).
-
-    Returns:
-      ``[n]`` float64 host array of per-example cross-entropies (nats), computed in float32 by
-      :func:`jaxunlearn.losses.cross_entropy`.
-    """
-    y = np.asarray(y_N)
-    if np.shape(x_NxHxWxC)[:1] != y.shape or y.ndim != 1:
-        raise ValueError(f"expected x [n, ...] and y [n]; got {np.shape(x_NxHxWxC)} and {y.shape}")
-    if y.shape[0] == 0:
-        return np.zeros((0,), np.float64)
-    logits = predict_logits(apply_fn, params, x_NxHxWxC, batch_size)
-    return np.asarray(cross_entropy(logits, y), np.float64)
-
-
-def loss_histogram(apply_fn: Callable, params: Any, forget: tuple[Any, Any],
-                   unseen: tuple[Any, Any], *, batch_size: int = 512,
-                   edges: np.ndarray = LOSS_EDGES) -> dict:
-    """Histogram counts of per-example losses on the forget set and on unseen data.
-
-    Args:
-      apply_fn, params: the model.
-      forget: ``(x, y)`` of the forget set.
-      unseen: ``(x, y)`` of data the model never trained on (the MIA's negatives).
-      edges: ``[k + 1]`` bin edges; losses beyond the last edge count in the last bin.
-
-    Returns:
-      A JSON-ready dict: ``edges`` (list), ``forget`` and ``unseen`` (``[k]`` integer counts),
-      ``forget_mean`` and ``unseen_mean`` (mean losses).
-    """
-    out: dict[str, Any] = {"edges": [float(e) for e in edges]}
-    for name, (x, y) in (("forget", forget), ("unseen", unseen)):
-        loss = per_example_loss(apply_fn, params, x, y, batch_size=batch_size)
-        clipped = np.clip(np.nan_to_num(loss, nan=edges[-1], posinf=edges[-1]), edges[0],
-                          edges[-1])
-        out[name] = np.histogram(clipped, edges)[0].astype(int).tolist()
-        out[f"{name}_mean"] = float(np.mean(loss)) if loss.size else float("nan")
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,10 +12,15 @@ from experiments import plots
 from experiments.io import atomic_write
 from jaxunlearn.metrics import confidence_interval
 
-__all__ = ["ablation_table", "average_gap", "format_ci", "per_seed_table", "results_table",
-           "rounds_table", "write_report"]
+__all__ = ["ablation_table", "average_gap", "column_label", "format_ci", "per_seed_table",
+           "results_table", "rounds_table", "write_report"]
 
 _GAP_FIELDS = ("forget_acc", "retain_acc", "test_acc", "mia")
+
+
+def column_label(method: str, condensed: bool) -> str:
+    """How a row is named in logs, progress bars and plots: ``"cf"``, ``"cf +DC"`` (with Blend)."""
+    return f"{method}{' +DC' if condensed else ''}"
 
 
 def format_ci(values: Sequence[float], digits: int = 2) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -34,6 +35,14 @@ def seed_keys(seed: int) -> dict[str, jax.Array]:
     """``{purpose: key}``: ``fold_in(key(seed), i)`` for the i-th purpose of :data:`PURPOSES`."""
     root = jax.random.key(seed)
     return {n: jax.random.fold_in(root, i) for i, n in enumerate(PURPOSES)}
+
+
+def method_key(cfg: StudyConfig, keys: dict[str, jax.Array], name: str) -> jax.Array:
+    """The unlearning key of the study's method ``name``, the one rule every study uses:
+    ``keys["unlearn"]`` folded with the CRC-32 of its registered method
+    (:meth:`~experiments.configs.base.StudyConfig.method_of`), so the variants of one method
+    share its key and their comparison is paired."""
+    return jax.random.fold_in(keys["unlearn"], zlib.crc32(cfg.method_of(name).encode()))
 
 
 def partition_keys(keys: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -40,6 +39,7 @@ from experiments.io import (
     StudyPaths,
     append_record,
     check_workdir,
+    column_slug,
     exists,
     load_records,
     log,
@@ -49,11 +49,10 @@ from experiments.io import (
     save_config,
     save_params,
 )
-from experiments.plots import loss_histogram
-from experiments.report import write_report
+from experiments.report import column_label, write_report
 from experiments.seeds import SeedContext
 from jaxunlearn import sharding
-from jaxunlearn.evaluate import evaluate_unlearning
+from jaxunlearn.evaluate import evaluate_unlearning, loss_histogram
 from jaxunlearn.mia import PHI_MODES, SWAP_RULES
 from jaxunlearn.models import build_model, init_fn_for
 from jaxunlearn.unlearn import Method, available_methods, make_method, make_unlearn_data, run_method
@@ -279,8 +278,8 @@ def run_one(cfg: StudyConfig, paths: StudyPaths, ctx: SeedContext, forget, name:
     (its unlearned parameters under the unwritten key ``_params``)."""
     start = ctx.original if params is None else params
     # variants of one method share its unlearning key: their comparison is paired
-    key = jax.random.fold_in(ctx.keys["unlearn"], zlib.crc32(cfg.method_of(name).encode()))
-    tag = f"{name}{' +DC' if column.condensed else ''}"
+    key = seeds.method_key(cfg, ctx.keys, name)
+    tag = column_label(name, column.condensed)
     out = run_method(method, start, data, key, progress=f"{tag} seed {ctx.seed}")
     train_size = int(data.retain.n) if method.uses_retain else 0
     rec = {**base, "method": name, "condensed": column.condensed, "train_size": train_size,
@@ -301,7 +300,7 @@ def run_one(cfg: StudyConfig, paths: StudyPaths, ctx: SeedContext, forget, name:
 
 
 def _params_name(rec: dict) -> str:
-    return (f"{rec['method']}_{'dc' if rec['condensed'] else 'nodc'}_seed{rec['seed']}"
+    return (f"{rec['method']}_{column_slug(rec['condensed'])}_seed{rec['seed']}"
             f"_round{rec.get('round', 0)}" + (f"_{rec['variant']}" if rec.get("variant") else ""))
 
 
@@ -394,8 +393,7 @@ def _run_column(cfg: StudyConfig, study: Study, ctx: SeedContext, forgets: list,
 
 
 def _round_ckpt(paths: StudyPaths, name: str, column: Column, seed: int, round_: int) -> str:
-    tag = f"{'dc' if column.condensed else 'nodc'}" + (f"_{column.variant}" if column.variant
-                                                      else "")
+    tag = column_slug(column.condensed) + (f"_{column.variant}" if column.variant else "")
     return os.path.join(paths.checkpoints, "multiround", f"{name}_{tag}_seed{seed}_round{round_}")
 
 

@@ -44,7 +44,6 @@ import dataclasses
 import os
 import sys
 import time
-import zlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -60,6 +59,7 @@ from experiments.io import (
     append_record,
     atomic_write,
     check_workdir,
+    column_slug,
     exists,
     load_records,
     log,
@@ -68,7 +68,8 @@ from experiments.io import (
     save_config,
     save_params,
 )
-from experiments.report import format_ci
+from experiments.plots import ulira_roc_plot
+from experiments.report import column_label, format_ci
 from jaxunlearn import audit, ensemble, sharding, train
 from jaxunlearn.condense import condense
 from jaxunlearn.evaluate import evaluate_unlearning
@@ -123,18 +124,12 @@ def ulira_config(base: StudyConfig) -> UliraConfig:
 
 
 def get_config(name: str = "digits") -> UliraConfig:
-    """The audit on ``digits`` (18 min on 2 cores) or ``mnist5k`` (34 min; see its notes)."""
+    """The audit on ``digits`` or ``mnist5k`` (run times: ``docs/reproduce.md`` §10)."""
     if name == "digits":
         return ulira_config(_digits_config())
     if name == "mnist5k":
         cfg = ulira_config(_mnist5k_config())
-        # A 28×28 model-step costs ≈20 ms against digits' ≈5 ms, and a half holds ≈1,330
-        # images against ≈384 (CF's 50 epochs: ≈1,050 steps per model). Both columns for 48
-        # models would take ≈3 h on 2 cores; within ≈45 min: the methods without Blend, 16
-        # shadow and 16 target models per population (≈3,000 model-steps per model).
-        # Measured on mnist5k (8 models, one epoch, batch 64, 2 cores): one model after another
-        # 41 model-steps/s, the 8 vmapped 20, one at a time inside the step (chunk 1) 30. At
-        # 30 model-steps/s the seven methods would take ≈ 55 min for 32 models; within ≈ 45:
+        # Sized to run within ≈45 min on 2 CPU cores (docs/design_notes.md has the timings):
         # Retrain (the sanity row), CF and A-CF (the paper's question) and SalUn (the method
         # that over-forgot on digits), without Blend, 16 shadow and 16 target models.
         cfg.condensation = (False,)
@@ -331,7 +326,7 @@ def _paper_mia(cfg: UliraConfig, splits: Any, pops: Populations, apply_fn, param
 
 
 def _phi_path(root: str, name: str, condensed: bool, seed: int) -> str:
-    return os.path.join(root, "phi", f"{name}_{'dc' if condensed else 'nodc'}_seed{seed}.npy")
+    return os.path.join(root, "phi", f"{name}_{column_slug(condensed)}_seed{seed}.npy")
 
 
 def _save_phi(path: str, phi: np.ndarray) -> None:
@@ -388,7 +383,7 @@ def run(cfg: UliraConfig, workdir: str) -> list[dict]:
             ref_phi = np.load(ref_path)
         else:
             out = unlearn_models(cfg, splits, pops, originals, reference,
-                                 jax.random.fold_in(keys["unlearn"], zlib.crc32(b"reference")),
+                                 seeds.method_key(cfg, keys, "reference"),
                                  real)
             ref_phi = _phi(model.apply, out.params, splits, pops, cfg.eval_batch_size)
             _save_phi(ref_path, ref_phi)
@@ -419,7 +414,7 @@ def run(cfg: UliraConfig, workdir: str) -> list[dict]:
                 retain_sets, blend_s = blended
             for name in pending:
                 method = methods[(name, condensed)]
-                key = jax.random.fold_in(keys["unlearn"], zlib.crc32(name.encode()))
+                key = seeds.method_key(cfg, keys, name)  # paired with its method
                 out = unlearn_models(cfg, splits, pops, originals, method, key, retain_sets)
                 phi = _phi(model.apply, out.params, splits, pops, cfg.eval_batch_size)
                 _save_phi(_phi_path(paths.root, name, condensed, seed), phi)
@@ -439,7 +434,7 @@ def run(cfg: UliraConfig, workdir: str) -> list[dict]:
 
 def _log_row(r: dict) -> None:
     lo, hi = r["ulira_acc_ci"]
-    log(f"seed {r['seed']} {r['method']}{' +DC' if r['condensed'] else ''}: U-LiRA accuracy "
+    log(f"seed {r['seed']} {column_label(r['method'], r['condensed'])}: U-LiRA accuracy "
         f"{100 * r['ulira_acc']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}], AUC "
         f"{100 * r['ulira_auc']:.1f}, FQ {r['fq']:.3f}, paper MIA {r['mia']:.1f}, forget acc "
         f"{r['forget_acc']:.1f}, test acc {r['test_acc']:.1f}, {r['unlearn_s']:.1f}s")
@@ -528,13 +523,11 @@ def results_markdown(records: Sequence[dict], methods: Sequence[str],
 
 
 def _tag(r: dict) -> str:
-    return f"{r['method']}{' +DC' if r['condensed'] else ''}"
+    return column_label(r["method"], r["condensed"])
 
 
 def write_results(root: str, cfg: UliraConfig) -> None:
     """``results.md`` and ``ulira_roc.png`` from the records and the saved φ arrays."""
-    from experiments.plots import ulira_roc_plot
-
     records = load_records(os.path.join(root, "records.jsonl"))  # every process takes part
     if not sharding.is_primary():  # the one that writes files (and the φ files it reads)
         return

@@ -71,6 +71,8 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from scipy import special, stats
 
+from jaxunlearn.mia import tpr_at_fpr
+
 __all__ = [
     "CHALLENGE_DELTA",
     "CHALLENGE_EPSILON_CAP",
@@ -381,22 +383,13 @@ def _auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
 
 
-def _tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, alpha: float) -> float:
-    """TPR at FPR ``alpha`` on the piecewise-linear ROC (the upper end of a vertical segment)."""
-    i = int(np.searchsorted(fpr, alpha, side="right")) - 1  # last point with fpr <= alpha
-    if i >= fpr.size - 1 or fpr[i] == alpha:
-        return float(tpr[i])
-    w = (alpha - fpr[i]) / (fpr[i + 1] - fpr[i])
-    return float(tpr[i] + w * (tpr[i + 1] - tpr[i]))
-
-
 def _pooled_metrics(pos: np.ndarray, neg: np.ndarray
                     ) -> tuple[tuple[float, float, float, float], np.ndarray, np.ndarray]:
     """((balanced accuracy at Λ > 0, AUC, TPR@1%, TPR@0.1%), fpr, tpr) of flat scores."""
     acc = 0.5 * (np.mean(pos > 0) + np.mean(neg <= 0))
     fpr, tpr = _roc(pos, neg)
-    metrics = (float(acc), _auc(fpr, tpr), _tpr_at_fpr(fpr, tpr, 0.01),
-               _tpr_at_fpr(fpr, tpr, 0.001))
+    metrics = (float(acc), _auc(fpr, tpr), tpr_at_fpr(fpr, tpr, 0.01),
+               tpr_at_fpr(fpr, tpr, 0.001))
     return metrics, fpr, tpr
 
 

@@ -65,7 +65,7 @@ def check_finite(a: Any, name: str) -> float:
     """
     jax = _jax()
     if jax is not None and isinstance(a, jax.Array):
-        from jaxunlearn.timing import timed
+        from jaxunlearn.timing import timed  # here: timing imports jax, this module does not
 
         finite, _, compile_s = timed(_all_finite_jitted(), a)
     else:

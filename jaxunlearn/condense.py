@@ -1,4 +1,4 @@
-"""Blend dataset condensation (SPEC §3.2–3.3); DM is re-exported from :mod:`jaxunlearn.dm`.
+"""Blend dataset condensation (SPEC §3.2–3.3).
 
 Given the partition of :mod:`jaxunlearn.partition` and a forget request:
 
@@ -30,15 +30,12 @@ Shared pieces live in the module a reader would open for them: the extractors' f
 :func:`~jaxunlearn.models.init_fn_for`), the per-class row table in :mod:`jaxunlearn.partition`,
 the input checks in :mod:`jaxunlearn.checks`, ahead-of-time compilation timed apart in
 :mod:`jaxunlearn.timing`. The condensation baselines of SPEC §3.4 have their own modules:
-:mod:`jaxunlearn.dm` (distribution matching, re-exported here), :mod:`jaxunlearn.gm` (gradient
+:mod:`jaxunlearn.dm` (distribution matching), :mod:`jaxunlearn.gm` (gradient
 matching), :mod:`jaxunlearn.idm` (improved distribution matching) and their augmentation
 :mod:`jaxunlearn.dsa`.
 
-Measured (``bench/condense.py``, ConvNet-3, shared 2-core CPU): one Blend iteration on a chunk
-of 1024 clusters costs 1.00× a forward + input-gradient pass of 1024 images, and the targets
-1.06× a plain forward of the members. Class-wise forgetting at the paper's scale (45,000 retain
-images → 9,000 blended, 9 chunks) ran in 631 s under load with a peak RSS of 5.7 GiB for the
-whole pipeline.
+Measurements (cost per iteration, time and memory at the paper's scale):
+``docs/design_notes.md``.
 """
 
 from __future__ import annotations
@@ -53,10 +50,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn.checks import check_images, check_index_set
-
-# DM moved to its own module; re-exported so ``from jaxunlearn.condense import
-# distribution_matching`` keeps working.
-from jaxunlearn.dm import DMOutput, distribution_matching, dm_step_jitted  # noqa: E402,F401
 from jaxunlearn.models import apply_features, batched_features
 from jaxunlearn.partition import PartitionOutput
 from jaxunlearn.timing import compile_ahead, timed
@@ -65,7 +58,6 @@ __all__ = [
     "BlendOutput",
     "ChunkLayout",
     "CondenseOutput",
-    "DMOutput",
     "SplitOutput",
     "blend_clusters",
     "blend_lr",
@@ -73,8 +65,6 @@ __all__ = [
     "blend_step_jitted",
     "chunk_layout",
     "condense",
-    "distribution_matching",
-    "dm_step_jitted",
     "init_extractors",
     "reduced_retain_set",
     "split_free_residual",

@@ -57,7 +57,7 @@ import numpy as np
 from jaxunlearn.metrics import predict_logits
 
 __all__ = ["MIAOutput", "PHI_MODES", "SWAP_RULES", "logit_confidence", "mia_from_scores",
-           "mia_nonmember_index", "mia_score"]
+           "mia_nonmember_index", "mia_score", "tpr_at_fpr"]
 
 _N_FOLDS = 5
 PHI_MODES = ("reference", "exact")
@@ -129,8 +129,9 @@ def _scores_1d(scores: Any, name: str) -> np.ndarray:
     return s
 
 
-def _tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
-    """TPR of the ROC curve at FPR ``target``, linear between points, top of a vertical step."""
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """TPR of the ROC curve ``(fpr, tpr)`` (ascending) at FPR ``target``, linear between points,
+    the top of a vertical step (the MIA score's and the U-LiRA audit's low-FPR columns)."""
     i = int(np.searchsorted(fpr, target, side="right")) - 1  # last point with fpr <= target
     if i + 1 >= len(fpr) or fpr[i] == target:
         return float(tpr[i])
@@ -202,8 +203,8 @@ def mia_from_scores(member_scores: Any, nonmember_scores: Any, test_scores: Any 
                                standardize)
         swap_auc = float(roc_auc_score(y2, p2) * 100.0)
         score = max(auc, swap_auc)
-    return MIAOutput(score=score, auc=auc, tpr_at_1fpr=100.0 * _tpr_at_fpr(fpr, tpr, 0.01),
-                     tpr_at_01fpr=100.0 * _tpr_at_fpr(fpr, tpr, 0.001), n=int(n),
+    return MIAOutput(score=score, auc=auc, tpr_at_1fpr=100.0 * tpr_at_fpr(fpr, tpr, 0.01),
+                     tpr_at_01fpr=100.0 * tpr_at_fpr(fpr, tpr, 0.001), n=int(n),
                      swap_auc=swap_auc)
 
 

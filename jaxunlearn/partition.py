@@ -36,14 +36,7 @@ The k-means has two procedures, chosen by ``procedure`` (with ``init``, ``tol_mo
   centres).
 
 ``procedure="sklearn"`` with the same key reproduces this module's partitions from before the
-procedures existed. Its inertia is lower on every seed measured (``bench/kmeans.py``, 5 seeds,
-mean ratio sklearn / reference): 0.962 on the embedded digits study (808 points, 512-d, ipc
-16), 0.990 on the CPU-scale synthetic CIFAR set (4,500 points, 2048-d ConvNet-3 features, ipc
-100), 0.981 on 10 × 500 random 2048-d features (ipc 100). Time (``bench/kmeans.py``, A/B
-interleaved, compile excluded, medians; 2026-12-01, quiet 2-core CPU): the reference procedure
-takes 0.091 s against 0.226 s on the synthetic set and 0.175 s against 0.278 s on the random one
-(seeding alone 0.068 s against 0.186 s and 0.069 s against 0.188 s: one D² column per seed
-instead of 2 + ⌊ln 100⌋ = 6), 0.005 s against 0.006 s on digits.
+procedures existed (their inertia and time: ``docs/design_notes.md``).
 
 Both run in one jitted call for all classes: classes are padded to one size
 (:func:`class_index_table`) with a validity mask, and padded rows are never seeds, members or
@@ -63,12 +56,7 @@ with far points regardless of weights): it stays an option, e.g. to cross-check,
 ``init`` only. Padded rows become weight-0 copies of the class's real rows there (see
 :func:`_kmeans_one_ott`).
 
-Measured on this shared 2-core CPU (``bench/condense.py``, ConvNet-3 features, 2048-d, the
-``"sklearn"`` procedure): at 10 × 500 images and ipc 100, 0.6 s, of which ≈80% is the distance
-and centroid products alone; inertia within 0.2% of scikit-learn's (``n_init=1``) and of
-ott-jax's (0.8–2 s for the same problem, ``n_init=1``); ``vmap`` over the 10 classes took
-1.0–1.2 s against 0.7 s one class at a time. At the paper's scale (10 × 5,000 images, ipc 1000)
-59 s, 74% in the products alone.
+Measurements (time, inertia against scikit-learn and ott-jax): ``docs/design_notes.md``.
 """
 
 from __future__ import annotations

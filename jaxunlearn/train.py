@@ -40,6 +40,7 @@ import optax
 from jaxunlearn import sharding
 from jaxunlearn.conv import stacked_models
 from jaxunlearn.losses import cross_entropy, weighted_mean
+from jaxunlearn.metrics import accuracy
 from jaxunlearn.timing import compile_ahead
 
 __all__ = [
@@ -420,9 +421,9 @@ def stacked_compiler_options() -> dict[str, Any] | None:
 
     On CPU, XLA hands dots, reductions and elementwise chains to YNNPACK fusions, which take
     their inputs materialised: under vmap that writes out every broadcast of a per-model
-    parameter (instance norm's scale and shift over ``[M, n, h, w, c]``) before using it. A
-    vmapped ConvNet-2 gradient step for 8 digits models took 63 ms with them and 36 ms without
-    (``bench/ensemble.py`` measures the whole step). Single-model programs keep the defaults.
+    parameter (instance norm's scale and shift over ``[M, n, h, w, c]``) before using it. Turning
+    them off made a vmapped step of 8 small models faster (``docs/design_notes.md``).
+    Single-model programs keep the defaults.
     """
     if jax.default_backend() != "cpu":
         return None
@@ -759,8 +760,6 @@ def fit(
       :class:`FitOutput` with the selected parameters, their epoch and validation accuracy, and
       the per-epoch history.
     """
-    from jaxunlearn.metrics import accuracy
-
     if models is not None and val is not None:
         raise ValueError("fit(models=M) trains every model for the given epochs; selecting an "
                          "epoch on validation data (val) is for one model")

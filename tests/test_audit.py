@@ -10,6 +10,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from jaxunlearn import audit
+from jaxunlearn.mia import tpr_at_fpr
 
 # --------------------------------------------------------------------------------------------
 # logit_confidence
@@ -158,9 +159,9 @@ def test_roc_auc_and_tpr_interpolation_by_hand():
     np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1])
     np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1, 1])
     assert audit._auc(fpr, tpr) == pytest.approx(0.75)
-    assert audit._tpr_at_fpr(fpr, tpr, 0.0) == 0.5  # top of the vertical segment
-    assert audit._tpr_at_fpr(fpr, tpr, 0.25) == 0.5
-    assert audit._tpr_at_fpr(fpr, tpr, 0.5) == 1.0
+    assert tpr_at_fpr(fpr, tpr, 0.0) == 0.5  # top of the vertical segment
+    assert tpr_at_fpr(fpr, tpr, 0.25) == 0.5
+    assert tpr_at_fpr(fpr, tpr, 0.5) == 1.0
     # Ties count one half, as sklearn's roc_auc_score.
     rng = np.random.default_rng(4)
     pos, neg = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 30).astype(float)

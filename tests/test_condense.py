@@ -13,10 +13,10 @@ from jaxunlearn.condense import (
     blend_clusters,
     blend_lr,
     condense,
-    distribution_matching,
     reduced_retain_set,
     split_free_residual,
 )
+from jaxunlearn.dm import distribution_matching
 from jaxunlearn.models import build_model, init_fn_for
 from jaxunlearn.partition import kmeans_by_class
 

@@ -32,6 +32,7 @@ from experiments.configs import cinic10, svhn
 from experiments.configs.base import NetSettings, TrainSchedule
 from experiments.configs.uniform import DATASET_CONFIGS, dataset_config
 from experiments.configs.uniform import get_config as uniform_config
+from jaxunlearn import evaluate
 from jaxunlearn.condense import blend_lr
 from jaxunlearn.unlearn import available_methods
 
@@ -580,9 +581,9 @@ def test_per_example_loss_and_histogram_match_hand_computation():
     y = np.arange(37) % 3
     logits = x.reshape(37, 2).astype(np.float64) @ w
     expected = np.log(np.exp(logits).sum(1)) - logits[np.arange(37), y]
-    got = plots.per_example_loss(apply_fn, w, x, y, batch_size=16)
+    got = evaluate.per_example_loss(apply_fn, w, x, y, batch_size=16)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-    h = plots.loss_histogram(apply_fn, w, (x, y), (x[:10], y[:10]), batch_size=16)
+    h = evaluate.loss_histogram(apply_fn, w, (x, y), (x[:10], y[:10]), batch_size=16)
     assert sum(h["forget"]) == 37 and sum(h["unseen"]) == 10
     assert h["forget_mean"] == pytest.approx(expected.mean(), rel=1e-5)
     json.dumps(h)  # JSON-ready
@@ -590,8 +591,8 @@ def test_per_example_loss_and_histogram_match_hand_computation():
 
 def _fake_records(rounds=1, variants=False):
     rng = np.random.default_rng(0)
-    k = len(plots.LOSS_EDGES) - 1
-    hist = {"edges": plots.LOSS_EDGES.tolist(), "forget": rng.integers(0, 5, k).tolist(),
+    k = len(evaluate.LOSS_EDGES) - 1
+    hist = {"edges": evaluate.LOSS_EDGES.tolist(), "forget": rng.integers(0, 5, k).tolist(),
             "unseen": rng.integers(0, 5, k).tolist(), "forget_mean": 0.3, "unseen_mean": 0.5}
     base = dict(study="s", dataset="digits", model="convnet", scenario="uniform", loss_hist=hist,
                 retain_size=700, forget_size=80)

@@ -43,6 +43,9 @@ from jaxunlearn.losses import (
 )
 from jaxunlearn.train import sample_batch
 from jaxunlearn.unlearn.base import Method, PrimaryLoss, UnlearnData, register
+from jaxunlearn.unlearn.finetune import make_cf
+from jaxunlearn.unlearn.scrub import make_scrub
+from jaxunlearn.unlearn.sparse import make_l1_sparse
 
 __all__ = ["AAMUSample", "aamu_primary_loss", "sample_forget_unseen",
            "with_aamu"]
@@ -161,10 +164,6 @@ def with_aamu(base_factory: Callable[..., Method], **defaults: Any) -> Callable[
 
 
 def _register_all() -> None:
-    from jaxunlearn.unlearn.finetune import make_cf
-    from jaxunlearn.unlearn.scrub import make_scrub
-    from jaxunlearn.unlearn.sparse import make_l1_sparse
-
     # SPEC §4: Adam (β 0.9/0.999, eps 1e-8), one epoch, batch 64, constant learning rate (a
     # one-epoch cosine schedule is constant), no momentum/weight decay terms of the SGD baselines.
     adam_1_epoch = dict(optimizer="adam", epochs=1, warmup_epochs=0, momentum=0.0,

@@ -45,6 +45,7 @@ from jaxunlearn.train import (
     TrainState,
     adam,
     as_ensemble,
+    make_pool,
     run_phases,
     sgd,
 )
@@ -99,8 +100,6 @@ def make_unlearn_data(retain: tuple[Any, Any], forget: tuple[Any, Any], unseen: 
     With no unseen example of any forgotten class the pool is empty (methods that never use it
     are unaffected; A-AMU's regulariser is then 0 at every step).
     """
-    from jaxunlearn.train import make_pool
-
     ux, uy = np.asarray(unseen[0]), np.asarray(unseen[1])
     keep = np.isin(uy, np.unique(np.asarray(forget[1])))
     return UnlearnData(make_pool(*retain), make_pool(*forget), make_pool(ux[keep], uy[keep]),
