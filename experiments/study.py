@@ -351,7 +351,7 @@ def _run_column(cfg: StudyConfig, study: Study, ctx: SeedContext, forgets: list,
         if not pending:
             continue
         where = f"seed {seed}" + (f" round {r}" if cfg.rounds > 1 else "")
-        log(f"{where}{' +DC' if column.condensed else ''}"
+        log(f"{column_label(where, column.condensed)}"
             f"{f' [{column.variant}]' if column.variant else ''}: forgetting "
             f"{len(forget.forget_idx)} images (classes {list(forget.classes)}), retaining "
             f"{len(forget.retain_idx)}")

@@ -20,15 +20,14 @@ import sys
 FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
 
-def test_xla_flags(extra: str = "") -> str:
+def xla_flags_for_tests(extra: str = "") -> str:
     """The XLA_FLAGS of the test processes (subprocesses take the same), plus ``extra``."""
     fast = os.environ.get("JAXUNLEARN_TEST_FAST_COMPILE", "1") != "0"
     return " ".join(f for f in (FAST_COMPILE_FLAGS if fast else "", extra) if f)
 
 
-test_xla_flags.__test__ = False  # a helper, not a test
 # Before anything starts JAX's backend, which reads XLA_FLAGS once.
-os.environ["XLA_FLAGS"] = test_xla_flags(os.environ.get("XLA_FLAGS", ""))
+os.environ["XLA_FLAGS"] = xla_flags_for_tests(os.environ.get("XLA_FLAGS", ""))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -76,7 +75,7 @@ def on_host_devices(tmp_path):
         results = {}
         for n_dev in (1, 2):
             out = tmp_path / f"out{n_dev}.npy"
-            env = dict(os.environ, XLA_FLAGS=test_xla_flags())
+            env = dict(os.environ, XLA_FLAGS=xla_flags_for_tests())
             subprocess.run([sys.executable, str(script), str(n_dev), str(out)], check=True,
                            env=env, timeout=300)
             results[n_dev] = np.load(out)

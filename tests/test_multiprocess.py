@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import test_xla_flags
+from conftest import xla_flags_for_tests
 
 from experiments import class_forget
 
@@ -37,7 +37,7 @@ def _free_port() -> int:
 def _env(devices: int = 1) -> dict:
     # every placement checks that all processes supplied the same host values
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAXUNLEARN_CHECK_REPLICAS="1")
-    env["XLA_FLAGS"] = test_xla_flags(
+    env["XLA_FLAGS"] = xla_flags_for_tests(
         f"--xla_force_host_platform_device_count={devices}" if devices > 1 else "")
     for key in [k for k in env if "_proxy" in k.lower()]:  # gRPC would route 127.0.0.1 there
         del env[key]
