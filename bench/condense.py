@@ -54,7 +54,7 @@ from jaxunlearn.condense import (
     split_free_residual,
 )
 from jaxunlearn.models import build_model, init_fn_for
-from jaxunlearn.partition import embed_jitted, kmeans_by_class
+from jaxunlearn.partition import KMeansOptions, embed_jitted, kmeans_by_class
 from jaxunlearn.timing import timed
 
 
@@ -146,7 +146,8 @@ def kmeans_floor(feats, y, ipc: int, lloyd_steps: int, seeds: int):
 
 def ott_kmeans(feats, y, num_classes: int, ipc: int, key) -> dict:
     """The library's ``backend="ott"`` (ott-jax's k-means, n_init=1) on the same features."""
-    out = kmeans_by_class(feats, y, num_classes=num_classes, ipc=ipc, key=key, backend="ott")
+    out = kmeans_by_class(feats, y, num_classes=num_classes, ipc=ipc, key=key,
+                          kmeans=KMeansOptions(backend="ott"))
     return {"inertia": out.inertia, "run_s": out.timings["kmeans_s"],
             "compile_s": out.timings["kmeans_compile_s"],
             "iterations": out.n_iterations.tolist()}

@@ -59,7 +59,7 @@ def _child_train(side: str, m: int, epochs: int, batch_size: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxunlearn import ensemble, train
+    from jaxunlearn import ensemble, optim, pools, train
     from jaxunlearn.data import load_dataset
     from jaxunlearn.models import build_model, init_fn_for
 
@@ -67,12 +67,12 @@ def _child_train(side: str, m: int, epochs: int, batch_size: int) -> dict:
     x, y = ds.x_train, ds.y_train
     model = build_model("convnet", 10, depth=2, width=64)
     init_fn = init_fn_for(model, x.shape[1:])
-    pool = train.make_pool(x, y)
+    pool = pools.make_pool(x, y)
     include = np.zeros((m, pool.y.shape[0]), bool)
     include[:, :len(y)] = ensemble.random_halves(jax.random.key(1), len(y), m)
     keys = jax.random.split(jax.random.key(2), m)
     params = ensemble.init_models(init_fn, jax.random.split(jax.random.key(0), m))
-    opt = train.sgd(0.05, 0.9, 5e-4)
+    opt = optim.sgd(0.05, 0.9, 5e-4)
     phase = train.Phase("train", train.ce_step(model.apply, opt))  # one step, built once
 
     def state_of(p):
@@ -88,15 +88,15 @@ def _child_train(side: str, m: int, epochs: int, batch_size: int) -> dict:
     if side != "seq":  # "vmap": all M vmapped; "loop": one at a time inside the compiled step;
         # "chunkK": vmapped groups of K, one group after another inside the step
         chunk = {"vmap": m, "loop": 1}.get(side) or int(side.removeprefix("chunk"))
-        runner = train.PhaseRunner(train.Ensemble(m, chunk=chunk))
-        lift = runner.lift
+        runner = train.PhaseRunner(ensemble.Ensemble(m, chunk=chunk))
+        lift = runner.models.lift
 
         def stacked_state():
             p = jax.tree.map(jnp.copy, params)
             return train.TrainState(p, lift(opt.init, (0,))(p), (),
                                     lift(lambda q: jnp.int32(0), (0,))(p))
 
-        inc = runner.place(jnp.asarray(include))
+        inc = runner.models.place(jnp.asarray(include))
         run(stacked_state(), keys, inc, runner, 1)  # warm-up: compiles the step and shuffle
         state = stacked_state()
         t0 = time.perf_counter()

@@ -47,7 +47,7 @@ from experiments.condensation import convnet
 from experiments.configs import cifar10, digits
 from experiments.seeds import load_study_dataset, partition_keys, seed_keys, seed_splits
 from jaxunlearn.models import init_fn_for
-from jaxunlearn.partition import embed, kmeans_by_class
+from jaxunlearn.partition import KMeansOptions, embed, kmeans_by_class
 
 PROCEDURES = ("reference", "sklearn")
 
@@ -82,13 +82,14 @@ def run_set(name: str, make, ipc: int, seeds: list[int], repeats: int) -> dict:
         kw = dict(num_classes=num_classes, ipc=ipc, key=key)
         if seed == seeds[0]:  # compile and warm up (first dispatches) before any timing
             for p in PROCEDURES:
-                out = kmeans_by_class(feats, y, procedure=p, **kw)
-                kmeans_by_class(feats, y, procedure=p, max_iterations=0, **kw)
+                out = kmeans_by_class(feats, y, **kw, kmeans=KMeansOptions(procedure=p))
+                kmeans_by_class(feats, y, **kw, kmeans=KMeansOptions(procedure=p, max_iterations=0))
                 rows[p]["compile_s"].append(out.timings["kmeans_compile_s"])
         for rep in range(repeats):
             for p in PROCEDURES:  # A, B within each repeat: both see the same machine load
-                out = kmeans_by_class(feats, y, procedure=p, **kw)
-                seeding = kmeans_by_class(feats, y, procedure=p, max_iterations=0, **kw)
+                out = kmeans_by_class(feats, y, **kw, kmeans=KMeansOptions(procedure=p))
+                seeding = kmeans_by_class(feats, y, **kw,
+                                          kmeans=KMeansOptions(procedure=p, max_iterations=0))
                 r = rows[p]
                 r["kmeans_s"].append(out.timings["kmeans_s"])
                 r["seed_s"].append(seeding.timings["kmeans_s"])

@@ -50,7 +50,7 @@ def _child(args: argparse.Namespace) -> None:
     import numpy as np
     from sklearn.datasets import load_digits
 
-    from jaxunlearn import train
+    from jaxunlearn import optim, pools, train
     from jaxunlearn.models import build_model, init_fn_for
     from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
 
@@ -60,7 +60,7 @@ def _child(args: argparse.Namespace) -> None:
     x_tr, y_tr, x_u, y_u = x[:1350], y[:1350], x[1350:], y[1350:]
     model = build_model("convnet", 10, depth=2, width=64)
     init = init_fn_for(model, x.shape[1:])
-    pool = train.make_pool(x_tr, y_tr)
+    pool = pools.make_pool(x_tr, y_tr)
     f, r = np.flatnonzero(y_tr == 0), np.flatnonzero(y_tr != 0)
     data = make_unlearn_data((x_tr[r], y_tr[r]), (x_tr[f], y_tr[f]), (x_u, y_u), 10)
     acf = make_method("a_cf", model.apply, batch_size=16)
@@ -69,7 +69,7 @@ def _child(args: argparse.Namespace) -> None:
     def once():
         t0 = time.perf_counter()
         out = train.fit(model.apply, init(jax.random.key(0)), pool, jax.random.key(1),
-                        epochs=args.epochs, batch_size=64, optimizer=train.sgd(0.05, 0.9))
+                        epochs=args.epochs, batch_size=64, optimizer=optim.sgd(0.05, 0.9))
         jax.block_until_ready(out.params)
         fit_s = time.perf_counter() - t0
         un = run_method(acf, out.params, data, jax.random.key(2))

@@ -19,7 +19,7 @@ from experiments.seeds import partition_keys
 from jaxunlearn import sharding
 from jaxunlearn.condense import condense
 from jaxunlearn.models import build_model, init_fn_for
-from jaxunlearn.partition import PartitionOutput, partition_by_class
+from jaxunlearn.partition import KMeansOptions, PartitionOutput, partition_by_class
 
 __all__ = ["condense_for_study", "convnet", "kmeans_options", "partition_for_seed",
            "partition_images", "recluster"]
@@ -34,11 +34,10 @@ def convnet(net: Any, image_shape: tuple, num_classes: int):
     return build_model("convnet", num_classes, depth=depth, width=net.width)
 
 
-def kmeans_options(cfg: Any) -> dict:
-    """The k-means keyword arguments of ``cfg`` for :func:`partition_by_class`: its procedure
-    (``reference``, the default, or ``sklearn``; see
-    :func:`jaxunlearn.partition.kmeans_by_class`)."""
-    return {"procedure": cfg.kmeans_procedure}
+def kmeans_options(cfg: Any) -> KMeansOptions:
+    """The k-means settings of ``cfg``: its procedure (``reference``, the default, or
+    ``sklearn``; see :class:`jaxunlearn.partition.KMeansOptions`)."""
+    return KMeansOptions(procedure=cfg.kmeans_procedure)
 
 
 def partition_images(cfg: Any, x: Any, y: Any, *, num_classes: int, net_classes: int,
@@ -49,7 +48,7 @@ def partition_images(cfg: Any, x: Any, y: Any, *, num_classes: int, net_classes:
     net = convnet(cfg.condense_net, x.shape[1:], net_classes)
     psi = init_fn_for(net, x.shape[1:])(psi_key)
     return partition_by_class(net.apply, psi, x, y, num_classes=num_classes, ipc=cfg.ipc,
-                              key=kmeans_key, **kmeans_options(cfg))
+                              key=kmeans_key, kmeans=kmeans_options(cfg))
 
 
 def partition_for_seed(cfg: Any, paths: Any, ctx: Any) -> PartitionOutput:

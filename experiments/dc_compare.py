@@ -102,7 +102,7 @@ from experiments import cli
 from experiments.condensation import convnet, kmeans_options
 from experiments.configs.base import BlendSettings, Config, NetSettings
 from experiments.io import (
-    append_record,
+    Ledger,
     atomic_write,
     check_workdir,
     load_records,
@@ -113,7 +113,7 @@ from experiments.io import (
 from experiments.plots import blend_grid_from_output
 from experiments.report import format_ci
 from experiments.seeds import load_study_dataset, partition_keys, seed_keys
-from jaxunlearn import sharding, train
+from jaxunlearn import optim, pools, sharding, train
 from jaxunlearn.condense import blend_clusters
 from jaxunlearn.dm import distribution_matching
 from jaxunlearn.gm import gm_loops, gradient_matching
@@ -272,7 +272,7 @@ def _blend(cfg, net, init_fn, x, y, num_classes, ipc, seed):
     keys = seed_keys(seed)
     psi_key, kmeans_key = partition_keys(keys)
     part = partition_by_class(net.apply, init_fn(psi_key), x, y, num_classes=num_classes,
-                              ipc=ipc, key=kmeans_key, **kmeans_options(cfg))
+                              ipc=ipc, key=kmeans_key, kmeans=kmeans_options(cfg))
     t0 = time.perf_counter()
     # no forget request: every non-empty cluster is free (empty k-means clusters are skipped)
     free = np.flatnonzero(np.asarray(part.sizes) > 0).astype(np.int32)
@@ -341,7 +341,7 @@ def _evaluator(cfg: DCCompareConfig, model: Any, ds: Any):
     which over the ≈50 evaluations of a run would cost more than the condensations.
     """
     e = cfg.eval
-    opt = train.sgd(e.lr, e.momentum, e.weight_decay)
+    opt = optim.sgd(e.lr, e.momentum, e.weight_decay)
     phase = train.Phase("train", train.ce_step(model.apply, opt))
 
     def evaluate(params0, x, y, seed) -> dict:
@@ -353,9 +353,9 @@ def _evaluator(cfg: DCCompareConfig, model: Any, ds: Any):
         state = train.TrainState(params, opt.init(params), (), jnp.int32(0))
         runner = train.PhaseRunner()
         state, _ = train.run_phases(
-            state, {"train": train.make_pool(x, y)}, seed_keys(seed)["train"], epochs=epochs,
+            state, {"train": pools.make_pool(x, y)}, seed_keys(seed)["train"], epochs=epochs,
             phases=lambda _: (phase,), batch_size=bs,
-            lr_schedule=train.cosine_with_warmup(e.lr, epochs, 0), runner=runner)
+            lr_schedule=optim.cosine_with_warmup(e.lr, epochs, 0), runner=runner)
         acc = accuracy(model.apply, state.params, ds.x_test, ds.y_test)
         return {"test_acc": float(acc), "eval_steps": epochs * per_epoch, "eval_epochs": epochs,
                 "eval_s": time.perf_counter() - t0, "eval_compile_s": runner.compile_s}
@@ -385,19 +385,16 @@ class _Context:
         self.evaluate = _evaluator(cfg, self.model, ds)
         self.base = {"dataset": ds.name, "n_train": int(len(self.y)),
                      "n_test": int(len(ds.y_test))}
-        self.done = {(r["method"], r["ipc"], int(r["seed"])): r
-                     for r in load_records(paths.records, ("method", "ipc", "seed"))}
+        self.ledger = Ledger(paths.records, {"method": str, "ipc": int, "seed": int})
         # Each compiled program runs once untimed per ipc and process (first executions pay
         # one-off costs); its compile seconds are charged to the first row that needed it.
         self.warmed: set = set()
 
     def has(self, method: str, ipc: int | None, seed: int) -> bool:
-        return (method, ipc, seed) in self.done
+        return self.ledger.has({"method": method, "ipc": ipc, "seed": seed})
 
     def write(self, rec: dict) -> None:
-        rec = {**self.base, **rec}
-        append_record(self.paths.records, rec)
-        self.done[(rec["method"], rec["ipc"], rec["seed"])] = rec
+        self.ledger.append({**self.base, **rec})
 
     def blend(self, ipc: int, seed: int):
         run = lambda: _blend(self.cfg, self.net, self.init_fn, self.x, self.y, self.C, ipc, seed)
@@ -447,11 +444,11 @@ def _baseline_rows(ctx: _Context, name: str, ipc: int, seed: int, params0: Any,
     """Baseline ``name`` at each budget b × Blend's (+partition) time, as a calibrated
     iteration count (the same rule for DM, GM and IDM).
 
-    Records ``{name}_budget_s``, ``{name}_iter_s``, ``{name}_base_iterations`` (DM's keys as
-    before) and the same values under ``budget_s``, ``iter_s``, ``base_iterations``.
+    Records ``budget_s`` (b × Blend's time), ``iter_s`` (one calibrated iteration),
+    ``base_iterations`` (iterations in 1× the budget) and ``iterations``.
     """
     label = _BASELINE_RUNS[name][1]
-    b_rec = ctx.done[("blend", ipc, seed)]
+    b_rec = ctx.ledger.get({"method": "blend", "ipc": ipc, "seed": seed})
     budget_s = b_rec["condense_s"] + b_rec["partition_s"]
     calib_it = int(getattr(ctx.cfg, name).calibration_iterations)
     calib, compile_s = ctx.baseline(name, ipc, seed, calib_it, warm=True)
@@ -468,9 +465,8 @@ def _baseline_rows(ctx: _Context, name: str, ipc: int, seed: int, params0: Any,
         extra = {"gm_loops": list(out.loops)} if name == "gm" else {}
         ctx.write({"method": _baseline_name(name, b), "ipc": ipc, "seed": seed,
                    "baseline": name, "budget": float(b),
-                   f"{name}_budget_s": b * budget_s, f"{name}_iter_s": iter_s,
-                   f"{name}_base_iterations": base_it, "budget_s": b * budget_s,
-                   "iter_s": iter_s, "base_iterations": base_it, "iterations": its,
+                   "budget_s": b * budget_s, "iter_s": iter_s, "base_iterations": base_it,
+                   "iterations": its,
                    "condense_s": out.timings[f"{name}_s"], "partition_s": 0.0,
                    "compile_s": compile_s, "n_images": int(out.images.shape[0]),
                    "loss_first": float(out.loss_history[0]),

@@ -46,7 +46,7 @@ from experiments.condensation import condense_for_study
 from experiments.configs.base import StudyConfig, derive
 from experiments.configs.digits import get_config as _digits_config
 from experiments.configs.mnist5k import get_config as _mnist5k_config
-from experiments.io import append_record, atomic_write, load_records, log
+from experiments.io import Ledger, atomic_write, load_records, log
 from experiments.plots import forgetting_curves_plot
 from experiments.report import column_label, format_ci
 from experiments.study import evaluate, open_study
@@ -215,10 +215,11 @@ def run(cfg: CurvesConfig, workdir: str) -> list[dict]:
     study = open_study(cfg, workdir, [])
     paths = study.paths
     runs = build_runs(cfg, study.apply_fn, study.init_fn)
-    done = {_run_key(r) for r in load_records(paths.records)}
+    ledger = Ledger(paths.records, {"method": str, "condensed": bool, "multiple": int,
+                                    "seed": int}, defaults={"multiple": 0})
     for seed in cfg.seeds:
-        if all((*k, seed) in done for k in runs) and ("original", False, 0, seed) in done:
-            log(f"seed {seed}: all runs present, skipping")
+        if ledger.seed_done(seed, [_run(*k, seed) for k in runs]
+                            + [_run("original", False, 0, seed)]):
             continue
         ctx = seeds.prepare_seed(cfg, paths, study.ds, seed, study.apply_fn, study.init_fn)
         s = ctx.splits
@@ -233,12 +234,11 @@ def run(cfg: CurvesConfig, workdir: str) -> list[dict]:
             out = evaluate(cfg, _ctx, params, _forget, loss_hist=False)
             return {k: out[k] for k in _CURVE_FIELDS}
 
-        if ("original", False, 0, seed) not in done:
-            append_record(paths.records, {**base, "method": "original", "condensed": False,
-                                          "multiple": 0, **ctx.original_info,
-                                          **eval_fn(ctx.original)})
+        if not ledger.has(_run("original", False, 0, seed)):
+            ledger.append({**base, "method": "original", "condensed": False, "multiple": 0,
+                           **ctx.original_info, **eval_fn(ctx.original)})
         for condensed in cfg.condensation:
-            pending = [k for k in runs if k[1] == condensed and (*k, seed) not in done]
+            pending = [k for k in runs if k[1] == condensed and not ledger.has(_run(*k, seed))]
             if not pending:
                 continue
             stages = None
@@ -268,7 +268,7 @@ def run(cfg: CurvesConfig, workdir: str) -> list[dict]:
                 if stages:
                     rec.update(stages)
                     rec["blend_stages_s"] = sum(stages[k] for k in _BLEND_STAGES)
-                append_record(paths.records, rec)
+                ledger.append(rec)
                 log(f"{tag}: forget {rec['forget_acc']:.1f} test(retained) "
                     f"{rec['test_retained_acc']:.1f} MIA auc {rec['mia_auc']:.1f} in "
                     f"{out.unlearn_s:.2f}s ({steps} steps, {len(out.curve)} evaluations in "
@@ -278,8 +278,8 @@ def run(cfg: CurvesConfig, workdir: str) -> list[dict]:
     return load_records(paths.records)
 
 
-def _run_key(r: dict) -> tuple:
-    return (r["method"], bool(r["condensed"]), int(r.get("multiple", 0)), int(r["seed"]))
+def _run(method: str, condensed: bool, multiple: int, seed: int) -> dict:
+    return {"method": method, "condensed": condensed, "multiple": multiple, "seed": seed}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -27,7 +28,8 @@ import orbax.checkpoint as ocp
 from experiments.configs.base import Config, to_json
 from jaxunlearn import sharding
 
-__all__ = ["StudyPaths", "append_record", "atomic_write", "check_workdir", "column_slug", "exists",
+__all__ = ["Ledger", "StudyPaths", "append_record", "atomic_write", "check_workdir", "column_slug",
+           "exists",
            "load_records", "log", "prepare_workdir", "remove_tree", "restore_params", "save_config",
            "save_params"]
 
@@ -164,6 +166,60 @@ def append_record(path: str, record: dict) -> None:
         f.write(json.dumps(public, sort_keys=True, default=_json_default) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+
+class Ledger:
+    """What a study has done: its records, keyed by the fields that name one run.
+
+    Every study resumes by this one rule: a run whose key is in the ledger is not recomputed,
+    and a seed whose runs are all in it is skipped whole, before its data or models are
+    prepared (:meth:`seed_done`). A study names its key's fields, each with the function that
+    normalises a value read back from JSON (``bool``, ``int``, ``str``) and, for a field older
+    records may lack, a default.
+
+    Args:
+      path: the study's ``records.jsonl`` (read through :func:`load_records`: with several
+        processes, process 0 reads and every process gets the same ledger).
+      key: ``{field: normalise}`` in key order.
+      defaults: ``{field: value}`` for fields a record may omit (e.g. ``round``: 0).
+    """
+
+    def __init__(self, path: str, key: Mapping[str, Callable[[Any], Any]],
+                 defaults: Mapping[str, Any] | None = None) -> None:
+        self.path = path
+        self.fields = dict(key)
+        self.defaults = dict(defaults or {})
+        required = tuple(f for f in self.fields if f not in self.defaults)
+        self._records = {self.key(r): r for r in load_records(path, required)}
+
+    def key(self, run: Mapping[str, Any]) -> tuple:
+        """The normalised key of a run (a record, or a mapping of the key's fields)."""
+        out = []
+        for name, normalise in self.fields.items():
+            value = run[name] if name in run else self.defaults[name]
+            out.append(None if value is None else normalise(value))
+        return tuple(out)
+
+    def has(self, run: Mapping[str, Any]) -> bool:
+        """Whether the run is done."""
+        return self.key(run) in self._records
+
+    def get(self, run: Mapping[str, Any]) -> dict:
+        """The record of a done run (``KeyError`` otherwise)."""
+        return self._records[self.key(run)]
+
+    def seed_done(self, seed: int, runs: Iterable[Mapping[str, Any]]) -> bool:
+        """True, and logged, when every one of the seed's ``runs`` is done."""
+        if all(self.has(r) for r in runs):
+            log(f"seed {seed}: all records present, skipping")
+            return True
+        return False
+
+    def append(self, record: dict) -> None:
+        """Write a record (:func:`append_record`) and count its run as done."""
+        append_record(self.path, record)
+        self._records[self.key(record)] = record
 
 
 def _json_default(x):

@@ -19,7 +19,7 @@ import numpy as np
 from experiments.configs.base import Config, StudyConfig
 from experiments.io import StudyPaths, atomic_write, exists, log, restore_params, save_params
 from jaxunlearn import data as jdata
-from jaxunlearn import train
+from jaxunlearn import optim, pools, train
 from jaxunlearn.mia import mia_nonmember_index
 
 __all__ = ["PURPOSES", "SeedContext", "load_study_dataset", "make_forget", "partition_keys",
@@ -161,12 +161,12 @@ def _restore_or_train(cfg: StudyConfig, paths: StudyPaths, seed: int, apply_fn, 
     o = cfg.original
     log(f"seed {seed}: training the original {cfg.model} for {o.epochs} epochs "
         f"on {len(splits.train_y)} images")
-    pool = train.make_pool(splits.train_x, splits.train_y)
+    pool = pools.make_pool(splits.train_x, splits.train_y)
     t0 = time.perf_counter()
     out = train.fit(apply_fn, template, pool, keys["train"], epochs=o.epochs,
                     batch_size=o.batch_size,
-                    optimizer=train.sgd(o.lr, o.momentum, o.weight_decay),
-                    lr_schedule=train.cosine_with_warmup(o.lr, o.epochs, o.warmup_epochs),
+                    optimizer=optim.sgd(o.lr, o.momentum, o.weight_decay),
+                    lr_schedule=optim.cosine_with_warmup(o.lr, o.epochs, o.warmup_epochs),
                     val=(splits.val_x, splits.val_y), progress=f"original seed {seed}")
     jax.block_until_ready(out.params)
     info = {"best_epoch": out.best_epoch, "val_acc": out.best_val_acc,

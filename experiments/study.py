@@ -36,8 +36,8 @@ from experiments import seeds
 from experiments.condensation import condense_for_study
 from experiments.configs.base import StudyConfig
 from experiments.io import (
+    Ledger,
     StudyPaths,
-    append_record,
     check_workdir,
     column_slug,
     exists,
@@ -57,8 +57,8 @@ from jaxunlearn.mia import PHI_MODES, SWAP_RULES
 from jaxunlearn.models import build_model, init_fn_for
 from jaxunlearn.unlearn import Method, available_methods, make_method, make_unlearn_data, run_method
 
-__all__ = ["BLEND_COLUMNS", "RECORD_KEYS", "ROUND_TARGETS", "Column", "Columns", "RetainSet",
-           "SeedColumns", "Study", "build_methods", "evaluate", "open_study", "record_key",
+__all__ = ["BLEND_COLUMNS", "ROUND_TARGETS", "Column", "Columns", "RetainSet",
+           "SeedColumns", "Study", "build_methods", "evaluate", "open_study", "record_ledger",
            "round_target", "run_study", "validate_config", "write_results"]
 
 
@@ -118,17 +118,18 @@ BLEND_COLUMNS = Columns(lambda cfg: [Column(c) for c in cfg.condensation], _blen
 """Without and with Blend condensation (``cfg.condensation``): the paper's two columns."""
 
 
-RECORD_KEYS = ("method", "condensed", "seed")  # what every study record has (+ variant, round)
 ROUND_TARGETS = ("new", "cumulative")  # which forget set a round acts on: see round_target
 
 
-def record_key(r: dict) -> tuple:
-    return (r["method"], bool(r["condensed"]), r.get("variant"), int(r["seed"]),
-            int(r.get("round", 0)))
+def record_ledger(path: str) -> Ledger:
+    """The study's records keyed by method, column (condensed, variant), seed and round."""
+    return Ledger(path, {"method": str, "condensed": bool, "variant": str, "seed": int,
+                         "round": int}, defaults={"variant": None, "round": 0})
 
 
-def _key(method: str, column: Column, seed: int, round_: int) -> tuple:
-    return (method, column.condensed, column.variant, seed, round_)
+def _run(method: str, column: Column, seed: int, round_: int) -> dict:
+    return {"method": method, "condensed": column.condensed, "variant": column.variant,
+            "seed": seed, "round": round_}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ class Study(NamedTuple):
     apply_fn: Callable
     init_fn: Callable
     methods: dict
-    done: set
+    ledger: Ledger
 
 
 def open_study(cfg: StudyConfig, workdir: str, columns: list[Column]) -> Study:
@@ -202,8 +203,7 @@ def open_study(cfg: StudyConfig, workdir: str, columns: list[Column]) -> Study:
     seeds.preflight(cfg, ds)
     paths = prepare_workdir(workdir)  # created only once the study is known to be runnable
     save_config(cfg, paths.config)
-    done = {record_key(r) for r in load_records(paths.records, RECORD_KEYS)}
-    return Study(paths, ds, model.apply, init_fn, methods, done)
+    return Study(paths, ds, model.apply, init_fn, methods, record_ledger(paths.records))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,22 +318,20 @@ def run_study(cfg: StudyConfig, workdir: str, columns: Columns = BLEND_COLUMNS) 
     """Run the study ``cfg`` into ``workdir`` (resuming); return all its records."""
     cols = columns.of_config(cfg)
     study = open_study(cfg, workdir, cols)
-    paths, done = study.paths, study.done
+    paths, ledger = study.paths, study.ledger
     rounds = range(cfg.rounds)
     for seed in cfg.seeds:
-        todo = [_key("original", Column(False), seed, r) for r in rounds] + [
-            _key(m, c, seed, r) for c in cols for r in rounds for m in cfg.methods]
-        if all(k in done for k in todo):
-            log(f"seed {seed}: all records present, skipping")
+        if ledger.seed_done(seed, [_run("original", Column(False), seed, r) for r in rounds] + [
+                _run(m, c, seed, r) for c in cols for r in rounds for m in cfg.methods]):
             continue
         ctx = seeds.prepare_seed(cfg, paths, study.ds, seed, study.apply_fn, study.init_fn)
         forgets = seeds.round_forget_sets(cfg, ctx.splits, seed)
         seed_cols = columns.for_seed(cfg, paths, ctx, forgets[0])
         for r in range(len(forgets)):  # the original model against each round's request
-            if _key("original", Column(False), seed, r) not in done:
+            if not ledger.has(_run("original", Column(False), seed, r)):
                 base = {**_base_record(cfg, ctx, forgets, r), **seed_cols.fields(None)}
                 rec = _original_record(cfg, ctx, round_target(cfg, forgets, r), base)
-                append_record(paths.records, {**rec, **seed_cols.metrics(ctx.original)})
+                ledger.append({**rec, **seed_cols.metrics(ctx.original)})
         for column in cols:
             _run_column(cfg, study, ctx, forgets, seed_cols, column)
         write_results(paths)
@@ -347,7 +345,7 @@ def _run_column(cfg: StudyConfig, study: Study, ctx: SeedContext, forgets: list,
     paths, seed = study.paths, ctx.seed
     latest: dict = {}  # method -> its model after the last finished round
     for r, forget in enumerate(forgets):
-        pending = [m for m in cfg.methods if _key(m, column, seed, r) not in study.done]
+        pending = [m for m in cfg.methods if not study.ledger.has(_run(m, column, seed, r))]
         if not pending:
             continue
         where = f"seed {seed}" + (f" round {r}" if cfg.rounds > 1 else "")
@@ -385,7 +383,7 @@ def _run_column(cfg: StudyConfig, study: Study, ctx: SeedContext, forgets: list,
             params = rec.pop("_params")
             if r + 1 < cfg.rounds:  # written before the record: a resume finds it
                 save_params(_round_ckpt(paths, name, column, seed, r), params)
-            append_record(paths.records, {**rec, **seed_cols.metrics(params)})
+            study.ledger.append({**rec, **seed_cols.metrics(params)})
             latest[name] = params
             old = _round_ckpt(paths, name, column, seed, r - 1)
             if r > 0:  # only the latest round is needed

@@ -56,7 +56,7 @@ from experiments.configs.base import StudyConfig, derive
 from experiments.configs.digits import get_config as _digits_config
 from experiments.configs.mnist5k import get_config as _mnist5k_config
 from experiments.io import (
-    append_record,
+    Ledger,
     atomic_write,
     check_workdir,
     column_slug,
@@ -70,11 +70,12 @@ from experiments.io import (
 )
 from experiments.plots import ulira_roc_plot
 from experiments.report import column_label, format_ci
-from jaxunlearn import audit, ensemble, sharding, train
+from jaxunlearn import audit, ensemble, optim, pools, sharding, train
 from jaxunlearn.condense import condense
 from jaxunlearn.evaluate import evaluate_unlearning
+from jaxunlearn.mia import logit_confidence
 from jaxunlearn.models import build_model, init_fn_for
-from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
+from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method, stack_unlearn_data
 
 __all__ = ["CONFIGS", "Populations", "UliraConfig", "audit_row", "get_config", "main",
            "make_populations", "results_markdown", "run", "train_originals", "unlearn_models"]
@@ -96,7 +97,7 @@ class UliraConfig(StudyConfig):
     shadow_models: int = 32     # per population: fit the per-example Gaussians
     target_models: int = 16     # per population: attacked
     bootstrap: int = 1000       # draws of the audit's two-way bootstrap
-    chunk: int | None = None    # models vmapped together (train.Ensemble; None: all of them)
+    chunk: int | None = None    # models vmapped together (ensemble.Ensemble; None: all of them)
 
 
 def ulira_config(base: StudyConfig) -> UliraConfig:
@@ -211,7 +212,7 @@ def train_originals(cfg: UliraConfig, splits: Any, pops: Populations, apply_fn, 
                     keys: dict) -> tuple[Any, float]:
     """The N originals, model i on H_i ∪ F (stacked parameters) and the wall-clock seconds."""
     n = pops.models
-    pool = train.make_pool(splits.train_x, splits.train_y)
+    pool = pools.make_pool(splits.train_x, splits.train_y)
     include = np.zeros((n, pool.y.shape[0]), bool)
     for i in range(n):
         include[i, pops.trained_on(i)] = True
@@ -219,9 +220,9 @@ def train_originals(cfg: UliraConfig, splits: Any, pops: Populations, apply_fn, 
     params = ensemble.init_models(init_fn, jax.random.split(keys["init"], n))
     t0 = time.perf_counter()
     out = train.fit(apply_fn, params, pool, jax.random.split(keys["train"], n), epochs=o.epochs,
-                    batch_size=o.batch_size, optimizer=train.sgd(o.lr, o.momentum, o.weight_decay),
-                    lr_schedule=train.cosine_with_warmup(o.lr, o.epochs, o.warmup_epochs),
-                    include=include, models=train.Ensemble(n, chunk=cfg.chunk),
+                    batch_size=o.batch_size, optimizer=optim.sgd(o.lr, o.momentum, o.weight_decay),
+                    lr_schedule=optim.cosine_with_warmup(o.lr, o.epochs, o.warmup_epochs),
+                    include=include, models=ensemble.Ensemble(n, chunk=cfg.chunk),
                     progress=f"{n} originals")
     return jax.block_until_ready(out.params), time.perf_counter() - t0
 
@@ -254,9 +255,9 @@ def unlearn_models(cfg: UliraConfig, splits: Any, pops: Populations, originals: 
     fx, fy = splits.train_x[pops.forget], splits.train_y[pops.forget]
     datas = [make_unlearn_data(retain_sets[i], (fx, fy), (splits.unseen_x, splits.unseen_y),
                                splits.num_classes) for i in range(pops.models)]
-    return run_method(method, originals, ensemble.stack_unlearn_data(datas),
+    return run_method(method, originals, stack_unlearn_data(datas),
                       jax.random.split(key, pops.models),
-                      models=train.Ensemble(pops.models, chunk=cfg.chunk),
+                      models=ensemble.Ensemble(pops.models, chunk=cfg.chunk),
                       progress=f"{method.name} x{pops.models}")
 
 
@@ -264,7 +265,7 @@ def _phi(apply_fn, params: Any, splits: Any, pops: Populations, batch_size: int)
     """``[N, K]`` logit-scaled confidences of every model on F."""
     logits = ensemble.predict_models(apply_fn, params, splits.train_x[pops.forget], batch_size)
     labels = np.broadcast_to(splits.train_y[pops.forget], logits.shape[:2])
-    return audit.logit_confidence(logits, labels)
+    return logit_confidence(logits, labels, phi="exact")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +339,10 @@ def _save_phi(path: str, phi: np.ndarray) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def _run(method: str, condensed: bool, seed: int) -> dict:
+    return {"method": method, "condensed": condensed, "seed": seed}
+
+
 def run(cfg: UliraConfig, workdir: str) -> list[dict]:
     """Run the audit ``cfg`` into ``workdir`` (resuming); return its records."""
     validate(cfg)
@@ -352,14 +357,11 @@ def run(cfg: UliraConfig, workdir: str) -> list[dict]:
                             **cfg.hparams(REFERENCE, False))
     paths = prepare_workdir(workdir)
     save_config(cfg, paths.config)
-    done = {(r["method"], bool(r["condensed"]), int(r["seed"]))
-            for r in load_records(paths.records, ("method", "condensed", "seed"))}
+    ledger = Ledger(paths.records, {"method": str, "condensed": bool, "seed": int})
     n = cfg.shadow_models + cfg.target_models
     for seed in cfg.seeds:
-        todo = [(m, c, seed) for m in (*CONTROLS, *cfg.methods) for c in cfg.condensation
-                if not (m in CONTROLS and c)]
-        if all(t in done for t in todo):
-            log(f"seed {seed}: all records present, skipping")
+        if ledger.seed_done(seed, [_run(m, c, seed) for m in (*CONTROLS, *cfg.methods)
+                                   for c in cfg.condensation if not (m in CONTROLS and c)]):
             continue
         keys = seeds.seed_keys(seed)
         splits = seeds.seed_splits(cfg, ds, seed)
@@ -391,18 +393,18 @@ def run(cfg: UliraConfig, workdir: str) -> list[dict]:
         base = {"study": cfg.name, "dataset": cfg.dataset, "seed": seed, "models": n,
                 "shadow_models": cfg.shadow_models, "target_models": cfg.target_models,
                 "forget_size": int(pops.forget.size), "half_size": int(pops.halves[0].sum())}
-        if ("original", False, seed) not in done:
+        if not ledger.has(_run("original", False, seed)):
             phi = _phi(model.apply, originals, splits, pops, cfg.eval_batch_size)
             _save_phi(_phi_path(paths.root, "original", False, seed), phi)
             rec = {**base, "method": "original", "condensed": False, "unlearn_s": 0.0,
                    "train_s": train_s, **audit_row(phi, ref_phi, cfg.shadow_models,
                                                    n_boot=cfg.bootstrap, seed=seed),
                    **_paper_mia(cfg, splits, pops, model.apply, originals)}
-            append_record(paths.records, rec)
+            ledger.append(rec)
             _log_row(rec)
         blended = None
         for condensed in cfg.condensation:
-            pending = [m for m in cfg.methods if (m, condensed, seed) not in done]
+            pending = [m for m in cfg.methods if not ledger.has(_run(m, condensed, seed))]
             if not pending:
                 continue
             retain_sets, blend_s = real, 0.0
@@ -425,7 +427,7 @@ def run(cfg: UliraConfig, workdir: str) -> list[dict]:
                        **audit_row(phi, ref_phi, cfg.shadow_models, n_boot=cfg.bootstrap,
                                    seed=seed),
                        **_paper_mia(cfg, splits, pops, model.apply, out.params)}
-                append_record(paths.records, rec)
+                ledger.append(rec)
                 _log_row(rec)
         write_results(paths.root, cfg)
     write_results(paths.root, cfg)

@@ -2,7 +2,7 @@
 
 Pure statistics (numpy + scipy). The caller supplies, for a fixed forget set of K audited
 examples, scores φ [models, K]: the logit-scaled confidence of the true class
-(:func:`logit_confidence`) under models of two populations:
+(:func:`jaxunlearn.mia.logit_confidence` with ``phi="exact"``) under models of two populations:
 
 - *unlearned*: trained on a random half of the other data plus the K examples, then unlearned
   from the K examples by the method under audit;
@@ -69,7 +69,7 @@ from __future__ import annotations
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
 from jaxunlearn.mia import tpr_at_fpr
 
@@ -86,7 +86,6 @@ __all__ = [
     "fit_gaussians",
     "forgetting_quality",
     "lira_scores",
-    "logit_confidence",
     "ulira",
     "wilson_interval",
 ]
@@ -137,42 +136,6 @@ def _fraction_level(ci: float) -> float:
 
 # --------------------------------------------------------------------------------------------
 # Scores and small statistics
-
-
-def logit_confidence(logits_NxC: Any, labels_N: Any) -> np.ndarray:
-    """Logit-scaled confidence of the true class, φ = log p_y − log(1 − p_y), exact and stable.
-
-    Computed as φ = z_y − logsumexp_{c≠y} z_c, which equals log(p_y / (1 − p_y)) for the softmax
-    probabilities p but never forms them, so it is finite for logits of any magnitude. (The
-    challenge's ``compute_logit_scaled_confidence`` [T24] adds 1e-45 inside both logs, which
-    bounds φ to about ±103.6; LiRA's ``score.py`` [C22] forms the same ratio from probabilities.
-    They agree with this one wherever they do not saturate.)
-
-    Args:
-      logits_NxC: logits [..., C], C ≥ 2 (numpy or jax array; converted with ``np.asarray``).
-      labels_N: integer labels [...] in [0, C), the leading shape of ``logits_NxC``.
-
-    Returns:
-      φ [...], float64.
-    """
-    z = np.asarray(logits_NxC, dtype=np.float64)
-    y = np.asarray(labels_N)
-    if z.ndim < 1 or z.shape[-1] < 2:
-        raise ValueError(f"logits must have a last axis of C >= 2 classes [..., C]; got shape "
-                         f"{z.shape}")
-    if y.shape != z.shape[:-1]:
-        raise ValueError(f"labels must have the leading shape of the logits {z.shape[:-1]}; got "
-                         f"shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integers; got dtype {y.dtype}")
-    n_classes = z.shape[-1]
-    if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"labels must lie in [0, {n_classes}); got range [{y.min()}, {y.max()}]")
-    if not np.all(np.isfinite(z)):
-        raise ValueError("logits must be finite; got NaN or infinite entries")
-    is_label = y[..., None] == np.arange(n_classes)
-    z_y = np.take_along_axis(z, y[..., None].astype(np.intp), axis=-1)[..., 0]
-    return z_y - special.logsumexp(np.where(is_label, -np.inf, z), axis=-1)
 
 
 def _proportion_and_n(p: Any, n: Any, name: str) -> tuple[np.ndarray, np.ndarray]:

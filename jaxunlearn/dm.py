@@ -24,12 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn.checks import check_images, check_ipc, check_labels
-from jaxunlearn.dsa import DSA_PARAMS, DSA_STRATEGY, DSAParams, diff_augment
+from jaxunlearn.dsa import DSA, diff_augment, resolve_dsa
 from jaxunlearn.losses import weighted_mean
 from jaxunlearn.models import apply_features, batched_features
 from jaxunlearn.partition import class_index_table
+from jaxunlearn.pools import sample_without_replacement
 from jaxunlearn.timing import compile_ahead, timed
-from jaxunlearn.train import sample_without_replacement
 
 __all__ = ["DMOutput", "augment_per_class", "distribution_matching", "dm_step_jitted",
            "init_synthetic", "prepare_real", "sample_per_class"]
@@ -72,9 +72,9 @@ def sample_per_class(key: jax.Array, idx_CxN: jax.Array, counts_C: jax.Array,
     return jnp.take_along_axis(idx_CxN, pos, axis=1), w
 
 
-def augment_per_class(key: jax.Array, x_CxMxHxWxC: jax.Array, dsa: bool, strategy: str,
-                      params: DSAParams) -> jax.Array:
-    """Siamese DSA of each class's batch ``[C, m, h, w, c]`` with the key ``fold_in(key, c)``.
+def augment_per_class(key: jax.Array, x_CxMxHxWxC: jax.Array, dsa: DSA | None) -> jax.Array:
+    """Siamese DSA of each class's batch ``[C, m, h, w, c]`` with the key ``fold_in(key, c)``
+    (``dsa=None``: the batch unchanged).
 
     Under ``vmap`` the family's ``lax.switch`` evaluates every family and selects per class
     (XLA's batched conditional): a few elementwise passes and gathers over the images, small
@@ -83,20 +83,19 @@ def augment_per_class(key: jax.Array, x_CxMxHxWxC: jax.Array, dsa: bool, strateg
     if not dsa:
         return x_CxMxHxWxC
     keys = jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.arange(x_CxMxHxWxC.shape[0]))
-    return jax.vmap(lambda k, xc: diff_augment(k, xc, strategy, siamese=True, params=params))(
+    return jax.vmap(lambda k, xc: diff_augment(k, xc, dsa.strategy, siamese=True,
+                                               params=dsa.params))(
         keys, x_CxMxHxWxC)
 
 
 @partial(
     jax.jit,
-    static_argnames=("apply_fn", "init_fn", "batch_real", "batch_size", "method", "dsa",
-                     "dsa_strategy", "dsa_params"),
+    static_argnames=("apply_fn", "init_fn", "batch_real", "batch_size", "method", "dsa"),
     donate_argnames=("syn", "buf"),
 )
 def dm_step_jitted(
     syn, buf, it, key, x, idx_CxN, counts_C, lr, momentum,
-    *, apply_fn, init_fn, batch_real, batch_size, method, dsa=True,
-    dsa_strategy=DSA_STRATEGY, dsa_params=DSA_PARAMS,
+    *, apply_fn, init_fn, batch_real, batch_size, method, dsa,
 ):
     """One DM iteration (the jitted core of :func:`distribution_matching`).
 
@@ -115,13 +114,12 @@ def dm_step_jitted(
     k_net, k_real, k_aug = jax.random.split(jax.random.fold_in(key, it), 3)
     params = init_fn(k_net)
     ridx, rw = sample_per_class(k_real, idx_CxN, counts_C, b)
-    real = augment_per_class(k_aug, x[ridx], dsa, dsa_strategy, dsa_params)  # [C, b, h, w, c]
+    real = augment_per_class(k_aug, x[ridx], dsa)  # [C, b, h, w, c]
     f = batched_features(apply_fn, params, real.reshape(C * b, *x.shape[1:]), batch_size, method)
     mu_real = weighted_mean(f.reshape(C, b, -1), rw.astype(f.dtype))  # [C, d]
 
     def loss_fn(s):
-        s = augment_per_class(k_aug, s.reshape(C, ipc, *s.shape[1:]), dsa, dsa_strategy,
-                              dsa_params)
+        s = augment_per_class(k_aug, s.reshape(C, ipc, *s.shape[1:]), dsa)
         fs = apply_features(apply_fn, params, s.reshape(C * ipc, *s.shape[2:]), method)
         mu_syn = jnp.mean(fs.reshape(C, ipc, -1), axis=1)
         return jnp.sum(jnp.square(mu_real - mu_syn))
@@ -189,9 +187,7 @@ def distribution_matching(
     batch_real: int = 256,
     batch_size: int = 1024,
     method: str | None = "features",
-    dsa: bool = True,
-    dsa_strategy: str = DSA_STRATEGY,
-    dsa_params: DSAParams = DSA_PARAMS,
+    dsa: bool | DSA = True,
 ) -> DMOutput:
     """Distribution matching (Zhao & Bilen 2023) as the reference's ``cond.py`` runs it.
 
@@ -224,7 +220,8 @@ def distribution_matching(
       batch_real: real images per class per iteration (all of a smaller class).
       batch_size: images per forward pass of the real images (bounds activation memory).
       method: ``apply_fn``'s method giving the embedding.
-      dsa, dsa_strategy, dsa_params: differentiable siamese augmentation (:mod:`jaxunlearn.dsa`).
+      dsa: differentiable siamese augmentation: ``True`` the reference's, ``False`` none, or a
+        :class:`jaxunlearn.dsa.DSA` (its strategy and parameters).
 
     Returns:
       A :class:`DMOutput` (class-major images and labels).
@@ -238,8 +235,7 @@ def distribution_matching(
     args = lambda s, b, it: (s, b, jnp.int32(it), k_run, x_dev, idx_d, counts_d,
                              jnp.float32(lr), jnp.float32(momentum))
     static = dict(apply_fn=apply_fn, init_fn=init_fn, batch_real=int(batch_real),
-                  batch_size=int(batch_size), method=method, dsa=bool(dsa),
-                  dsa_strategy=dsa_strategy, dsa_params=dsa_params)
+                  batch_size=int(batch_size), method=method, dsa=resolve_dsa(dsa))
     # A host loop of one compiled step: XLA:CPU runs convolutions ≈1.4× slower inside a
     # while loop (lax.scan) than as a top-level program, which would handicap the baseline.
     step, compile_s = (compile_ahead(dm_step_jitted, *args(syn, buf, 0), **static) if iterations

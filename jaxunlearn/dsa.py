@@ -35,7 +35,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-__all__ = ["DSA_PARAMS", "DSA_STRATEGY", "DSAParams", "diff_augment", "grid_sample_affine"]
+__all__ = ["DSA", "DSA_PARAMS", "DSA_STRATEGY", "DSAParams", "diff_augment", "grid_sample_affine",
+           "resolve_dsa"]
 
 DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"  # the reference's cond.py
 
@@ -56,6 +57,24 @@ class DSAParams:
 
 
 DSA_PARAMS = DSAParams()  # the reference's values
+
+
+@dataclasses.dataclass(frozen=True)
+class DSA:
+    """DSA as a condensation baseline (DM, gradient matching, IDM) runs it: the families of
+    ``strategy`` with ``params`` (hashable: a static argument of jitted code). The defaults are
+    the reference's."""
+
+    strategy: str = DSA_STRATEGY
+    params: DSAParams = DSA_PARAMS
+
+
+def resolve_dsa(dsa: bool | DSA | None) -> DSA | None:
+    """A baseline's ``dsa`` argument: ``True`` the reference's :class:`DSA`, ``False`` or
+    ``None`` no augmentation, a :class:`DSA` itself."""
+    if isinstance(dsa, DSA) or dsa is None:
+        return dsa
+    return DSA() if dsa else None
 
 
 _NDRAW = 3  # uniform draws per image a family uses at most (color: 3)

@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxunlearn.checks import check_choice
 from jaxunlearn.dm import augment_per_class, init_synthetic, prepare_real, sample_per_class
-from jaxunlearn.dsa import DSA_PARAMS, DSA_STRATEGY, DSAParams, diff_augment
+from jaxunlearn.dsa import DSA, diff_augment, resolve_dsa
 from jaxunlearn.timing import compile_ahead
 
 __all__ = ["GMOutput", "gm_loops", "gm_match_jitted", "gm_train_step_jitted", "gradient_matching",
@@ -131,20 +131,18 @@ def _ce_grad(apply_fn, params, imgs, w, label):
 
 @partial(
     jax.jit,
-    static_argnames=("apply_fn", "batch_real", "class_batch", "dis_metric", "dsa",
-                     "dsa_strategy", "dsa_params"),
+    static_argnames=("apply_fn", "batch_real", "class_batch", "dis_metric", "dsa"),
     donate_argnames=("syn", "buf"),
 )
 def gm_match_jitted(syn, buf, params, key, x, idx_CxN, counts_C, lr, momentum, *, apply_fn,
-                    batch_real, class_batch, dis_metric, dsa, dsa_strategy=DSA_STRATEGY,
-                    dsa_params=DSA_PARAMS):
+                    batch_real, class_batch, dis_metric, dsa):
     """One outer round's pixel update: ``(syn, buf, loss)`` (loss before the step)."""
     C, n_max = idx_CxN.shape
     ipc = syn.shape[0] // C
     b = min(batch_real, n_max)
     k_real, k_aug = jax.random.split(key)
     ridx, rw = sample_per_class(k_real, idx_CxN, counts_C, b)
-    real = augment_per_class(k_aug, x[ridx], dsa, dsa_strategy, dsa_params)  # [C, b, h, w, c]
+    real = augment_per_class(k_aug, x[ridx], dsa)  # [C, b, h, w, c]
     classes = jnp.arange(C)
     real_grad = lambda a: _ce_grad(apply_fn, params, *a)
     if class_batch is None or class_batch >= C:
@@ -154,8 +152,7 @@ def gm_match_jitted(syn, buf, params, key, x, idx_CxN, counts_C, lr, momentum, *
     g_real = jax.lax.stop_gradient(g_real)
 
     def loss_fn(s):
-        s = augment_per_class(k_aug, s.reshape(C, ipc, *s.shape[1:]), dsa, dsa_strategy,
-                              dsa_params)
+        s = augment_per_class(k_aug, s.reshape(C, ipc, *s.shape[1:]), dsa)
         g_syn = jax.vmap(lambda im, c: _ce_grad(apply_fn, params, im, jnp.ones(ipc), c))(
             s, classes)
         d = jax.vmap(lambda gs, gr: match_distance(gs, gr, dis_metric))(g_syn, g_real)
@@ -166,11 +163,10 @@ def gm_match_jitted(syn, buf, params, key, x, idx_CxN, counts_C, lr, momentum, *
     return syn - lr * buf, buf, loss
 
 
-@partial(jax.jit, static_argnames=("apply_fn", "batch_train", "num_classes", "dsa",
-                                   "dsa_strategy", "dsa_params"),
+@partial(jax.jit, static_argnames=("apply_fn", "batch_train", "num_classes", "dsa"),
          donate_argnames=("params",))
 def gm_train_step_jitted(params, syn, key, epoch, batch, lr_net, *, apply_fn, batch_train,
-                         num_classes, dsa, dsa_strategy=DSA_STRATEGY, dsa_params=DSA_PARAMS):
+                         num_classes, dsa):
     """Batch ``batch`` of epoch ``epoch`` of plain SGD on the synthetic set (the reference's
     ``epoch('train')``): the new ``params``.
 
@@ -191,9 +187,9 @@ def gm_train_step_jitted(params, syn, key, epoch, batch, lr_net, *, apply_fn, ba
     rows = jnp.concatenate([perm, jnp.zeros(pad, perm.dtype)]).reshape(nb, bt)[batch]
     w = jnp.concatenate([jnp.ones(n), jnp.zeros(pad)]).reshape(nb, bt)[batch]
     imgs = syn[rows]
-    if dsa:
-        imgs = diff_augment(jax.random.fold_in(k, batch), imgs, dsa_strategy, siamese=False,
-                            params=dsa_params)
+    if dsa is not None:
+        imgs = diff_augment(jax.random.fold_in(k, batch), imgs, dsa.strategy, siamese=False,
+                            params=dsa.params)
 
     def ce(p):
         logp = jax.nn.log_softmax(apply_fn(p, imgs))
@@ -236,9 +232,7 @@ def gradient_matching(
     inner_loop: int | None = None,
     dis_metric: str = "ours",
     class_batch: int | None = None,
-    dsa: bool = True,
-    dsa_strategy: str = DSA_STRATEGY,
-    dsa_params: DSAParams = DSA_PARAMS,
+    dsa: bool | DSA = True,
 ) -> GMOutput:
     """Gradient matching (Zhao et al. 2021, with DSA) as the reference's ``cond.py`` runs it.
 
@@ -261,7 +255,8 @@ def gradient_matching(
         (``None``: :func:`gm_loops` of ``ipc``).
       dis_metric: ``'ours'`` (the reference's), ``'mse'`` or ``'cos'``.
       class_batch: classes whose real gradients are computed at once (``None``: all).
-      dsa, dsa_strategy, dsa_params: differentiable siamese augmentation (:mod:`jaxunlearn.dsa`).
+      dsa: differentiable siamese augmentation: ``True`` the reference's, ``False`` none, or a
+        :class:`jaxunlearn.dsa.DSA` (its strategy and parameters).
 
     Returns:
       A :class:`GMOutput` (class-major images and labels).
@@ -283,11 +278,9 @@ def gradient_matching(
     margs = lambda s, b, p, k: (s, b, p, k, x_dev, idx_d, counts_d, jnp.float32(lr),
                                 jnp.float32(momentum))
     mstatic = dict(apply_fn=apply_fn, batch_real=int(batch_real), class_batch=class_batch,
-                   dis_metric=dis_metric, dsa=bool(dsa), dsa_strategy=dsa_strategy,
-                   dsa_params=dsa_params)
+                   dis_metric=dis_metric, dsa=resolve_dsa(dsa))
     tstatic = dict(apply_fn=apply_fn, batch_train=int(batch_train),
-                   num_classes=int(num_classes), dsa=bool(dsa), dsa_strategy=dsa_strategy,
-                   dsa_params=dsa_params)
+                   num_classes=int(num_classes), dsa=resolve_dsa(dsa))
     losses = []
     if iterations:
         k0 = jax.random.fold_in(k_run, 0)

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxunlearn.dm import augment_per_class, init_synthetic, prepare_real, sample_per_class
-from jaxunlearn.dsa import DSA_PARAMS, DSA_STRATEGY, DSAParams
+from jaxunlearn.dsa import DSA, resolve_dsa
 from jaxunlearn.losses import weighted_mean
 from jaxunlearn.models import apply_features, batched_features
 from jaxunlearn.timing import compile_ahead
@@ -69,13 +69,11 @@ class IDMOutput(NamedTuple):
 
 @partial(
     jax.jit,
-    static_argnames=("apply_fn", "batch_real", "batch_size", "method", "dsa", "dsa_strategy",
-                     "dsa_params"),
+    static_argnames=("apply_fn", "batch_real", "batch_size", "method", "dsa"),
     donate_argnames=("syn", "buf"),
 )
 def idm_step_jitted(syn, buf, nets, it, key, x, idx_CxN, counts_C, lr, momentum, ce_weight, *,
-                    apply_fn, batch_real, batch_size, method, dsa, dsa_strategy=DSA_STRATEGY,
-                    dsa_params=DSA_PARAMS):
+                    apply_fn, batch_real, batch_size, method, dsa):
     """One IDM iteration: ``(syn, buf, loss, match_loss)`` (losses before the step).
 
     Args:
@@ -86,7 +84,7 @@ def idm_step_jitted(syn, buf, nets, it, key, x, idx_CxN, counts_C, lr, momentum,
     b = min(batch_real, n_max)
     k_real, k_aug = jax.random.split(jax.random.fold_in(key, it))
     ridx, rw = sample_per_class(k_real, idx_CxN, counts_C, b)
-    real = augment_per_class(k_aug, x[ridx], dsa, dsa_strategy, dsa_params)
+    real = augment_per_class(k_aug, x[ridx], dsa)
     real = real.reshape(C * b, *x.shape[1:])
 
     def mu_real(p):
@@ -97,8 +95,8 @@ def idm_step_jitted(syn, buf, nets, it, key, x, idx_CxN, counts_C, lr, momentum,
     labels = jnp.repeat(jnp.arange(C), ipc)
 
     def loss_fn(s):
-        s = augment_per_class(k_aug, s.reshape(C, ipc, *s.shape[1:]), dsa, dsa_strategy,
-                              dsa_params).reshape(C * ipc, *s.shape[1:])
+        s = augment_per_class(k_aug, s.reshape(C, ipc, *s.shape[1:]), dsa).reshape(
+            C * ipc, *s.shape[1:])
 
         def per_net(p, mu):
             mu_s = jnp.mean(apply_features(apply_fn, p, s, method).reshape(C, ipc, -1), axis=1)
@@ -140,9 +138,7 @@ def improved_distribution_matching(
     num_nets: int = 3,
     ce_weight: float = 1.0,
     method: str | None = "features",
-    dsa: bool = True,
-    dsa_strategy: str = DSA_STRATEGY,
-    dsa_params: DSAParams = DSA_PARAMS,
+    dsa: bool | DSA = True,
 ) -> IDMOutput:
     """IDM as the reference's ``cond.py`` executes it (see the module docstring).
 
@@ -160,7 +156,8 @@ def improved_distribution_matching(
       num_nets: fixed random networks (the reference: 3).
       ce_weight: weight of the cross-entropy term (1.0: what the reference executes).
       method: ``apply_fn``'s method giving the embedding.
-      dsa, dsa_strategy, dsa_params: differentiable siamese augmentation (:mod:`jaxunlearn.dsa`).
+      dsa: differentiable siamese augmentation: ``True`` the reference's, ``False`` none, or a
+        :class:`jaxunlearn.dsa.DSA` (its strategy and parameters).
 
     Returns:
       An :class:`IDMOutput` (class-major images and labels).
@@ -179,7 +176,7 @@ def improved_distribution_matching(
     args = lambda s, b, it: (s, b, nets, jnp.int32(it), k_run, x_dev, idx_d, counts_d,
                              jnp.float32(lr), jnp.float32(momentum), jnp.float32(ce_weight))
     static = dict(apply_fn=apply_fn, batch_real=int(batch_real), batch_size=int(batch_size),
-                  method=method, dsa=bool(dsa), dsa_strategy=dsa_strategy, dsa_params=dsa_params)
+                  method=method, dsa=resolve_dsa(dsa))
     losses, matches = [], []
     if iterations:
         step, c1 = compile_ahead(idm_step_jitted, *args(syn, buf, 0), **static)

@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import special
 
 from jaxunlearn.metrics import predict_logits
 
@@ -82,37 +83,61 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
 
 
-def logit_confidence(logits_NxC: Any, labels_N: Any, *, phi: str = "reference") -> jax.Array:
+def logit_confidence(logits_NxC: Any, labels_N: Any, *, phi: str = "reference") -> np.ndarray:
     """Logit-scaled confidence φ = log p_y − log Σ_{j≠y} p_j per example (SPEC §6).
 
     Args:
-      logits_NxC: logits [n, C], C ≥ 2.
-      labels_N: integer labels [n].
-      phi: ``"reference"`` (default): the reference's ``stable_phi``: the cross-entropies
-        ``−log p_j`` are clamped to [0, 50], exponentiated, and the label's term and the sum of
-        the others clamped at 1e-15 before the log, so φ ∈ [−34.54, 34.54]. ``"exact"``:
-        z_y − logsumexp_{j≠y} z_j from the logits, finite and exact for logits of any magnitude
-        (the softmax normaliser cancels; no probability is formed).
+      logits_NxC: logits [..., C], C ≥ 2 (numpy or jax array).
+      labels_N: integer labels [...] in [0, C), the leading shape of the logits.
+      phi: ``"reference"`` (default, the paper's MIA): the reference's ``stable_phi``, in
+        float32 as the reference computes it: the cross-entropies ``−log p_j`` are clamped to
+        [0, 50], exponentiated, and the label's term and the sum of the others clamped at 1e-15
+        before the log, so φ ∈ [−34.54, 34.54]. ``"exact"`` (the per-example audits of
+        :mod:`jaxunlearn.audit`): z_y − logsumexp_{j≠y} z_j in float64, which equals
+        log(p_y / (1 − p_y)) but never forms the probabilities, so it is finite and exact for
+        logits of any magnitude. (The unlearning challenge's ``compute_logit_scaled_confidence``
+        adds 1e-45 inside both logs, which bounds φ to about ±103.6; LiRA's ``score.py`` forms
+        the same ratio from probabilities. They agree with this one wherever they do not
+        saturate.)
 
     Returns:
-      φ [n].
+      φ [...]: float32 (``reference``) or float64 (``exact``), on the host.
+
+    Raises:
+      ValueError: an unknown mode, logits without a class axis of C ≥ 2, labels of another
+        shape, non-integer or out of range, or (``exact``) non-finite logits.
     """
     _choice("phi", phi, PHI_MODES)
-    z = jnp.asarray(logits_NxC)
-    z = z.astype(jnp.promote_types(z.dtype, jnp.float32))
-    labels = jnp.asarray(labels_N)
-    if z.ndim != 2 or labels.ndim != 1 or z.shape[0] != labels.shape[0] or z.shape[1] < 2:
-        raise ValueError("logit_confidence expects logits [n, C] with C >= 2 and labels [n]; got "
-                         f"shapes {z.shape} and {labels.shape}")
-    is_label = labels[:, None] == jnp.arange(z.shape[1])[None, :]
+    z = np.asarray(logits_NxC)
+    y = np.asarray(labels_N)
+    if z.ndim < 1 or z.shape[-1] < 2:
+        raise ValueError(f"logits must have a last axis of C >= 2 classes [..., C]; got shape "
+                         f"{z.shape}")
+    if y.shape != z.shape[:-1]:
+        raise ValueError(f"labels must have the leading shape of the logits {z.shape[:-1]}; got "
+                         f"shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be integers; got dtype {y.dtype}")
+    n_classes = z.shape[-1]
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes}); got range [{y.min()}, {y.max()}]")
+    is_label = y[..., None] == np.arange(n_classes)
     if phi == "exact":
-        z_y = jnp.sum(jnp.where(is_label, z, 0.0), axis=1)
-        others = jax.nn.logsumexp(jnp.where(is_label, -jnp.inf, z), axis=1)
-        return z_y - others
-    ce = jnp.clip(-jax.nn.log_softmax(z, axis=1), 0.0, _CE_MAX)
+        z = z.astype(np.float64)
+        if not np.all(np.isfinite(z)):
+            raise ValueError("logits must be finite; got NaN or infinite entries")
+        z_y = np.take_along_axis(z, y[..., None].astype(np.intp), axis=-1)[..., 0]
+        return z_y - special.logsumexp(np.where(is_label, -np.inf, z), axis=-1)
+    return np.asarray(_stable_phi(jnp.asarray(z, jnp.promote_types(z.dtype, jnp.float32)),
+                                  jnp.asarray(is_label)))
+
+
+def _stable_phi(z: jax.Array, is_label: jax.Array) -> jax.Array:
+    # op by op, as the reference's torch code (not fused under jit)
+    ce = jnp.clip(-jax.nn.log_softmax(z, axis=-1), 0.0, _CE_MAX)
     p = jnp.exp(-ce)
-    positive = jnp.log(jnp.maximum(jnp.sum(jnp.where(is_label, p, 0.0), axis=1), 1e-15))
-    negative = jnp.log(jnp.maximum(jnp.sum(jnp.where(is_label, 0.0, p), axis=1), 1e-15))
+    positive = jnp.log(jnp.maximum(jnp.sum(jnp.where(is_label, p, 0.0), axis=-1), 1e-15))
+    negative = jnp.log(jnp.maximum(jnp.sum(jnp.where(is_label, 0.0, p), axis=-1), 1e-15))
     return positive - negative
 
 

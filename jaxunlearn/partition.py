@@ -81,6 +81,7 @@ __all__ = [
     "KMEANS_INITS",
     "KMEANS_PROCEDURES",
     "KMEANS_TOL_MODES",
+    "KMeansOptions",
     "PartitionOutput",
     "class_index_table",
     "embed",
@@ -465,30 +466,10 @@ def class_index_table(labels_N: np.ndarray, num_classes: int,
     return idx, valid
 
 
-def kmeans_by_class(
-    feats_NxD: jax.Array,
-    labels_N: Any,
-    *,
-    num_classes: int,
-    ipc: int,
-    key: jax.Array,
-    max_iterations: int = 100,
-    tol: float = 1e-4,
-    class_batch_size: int | None = None,
-    backend: str = "jax",
-    procedure: str = "reference",
-    init: str | None = None,
-    tol_mode: str | None = None,
-    empty: str | None = None,
-) -> PartitionOutput:
-    """Per-class k-means with ``ipc`` clusters, all classes in one jitted call (SPEC §3.1).
+class KMeansOptions(NamedTuple):
+    """How :func:`kmeans_by_class` (and :func:`partition_by_class`) run k-means.
 
-    Args:
-      feats_NxD: features ``[n, d]`` (e.g. from :func:`embed`).
-      labels_N: class labels ``[n]`` in ``[0, num_classes)``.
-      num_classes: number of classes ``C``.
-      ipc: clusters per class; every class needs at least ``ipc`` examples.
-      key: PRNG key of the k-means (seeding and random re-seeds; one subkey per class).
+    Attributes:
       max_iterations: maximum Lloyd iterations (the reference: 100).
       tol: tolerance of the stopping rule ``tol_mode`` (the reference: 1e-4): with
         ``"shift_sum"`` stop when ``Σ_k ‖Δc_k‖₂ < tol``; with ``"sklearn"`` when the total
@@ -505,6 +486,54 @@ def kmeans_by_class(
       tol_mode: ``None`` (the procedure's), ``"shift_sum"`` or ``"sklearn"`` (see ``tol``).
       empty: ``None`` (the procedure's), ``"random"`` (re-seed an empty cluster at a uniformly
         drawn point of its class) or ``"farthest"`` (at the farthest points).
+    """
+
+    max_iterations: int = 100
+    tol: float = 1e-4
+    class_batch_size: int | None = None
+    backend: str = "jax"
+    procedure: str = "reference"
+    init: str | None = None
+    tol_mode: str | None = None
+    empty: str | None = None
+
+    def rules(self) -> dict[str, str | None]:
+        """The resolved rules ``{"init", "tol_mode", "empty"}`` (:func:`resolve_kmeans_procedure`).
+
+        Raises:
+          ValueError: an unknown procedure, rule or backend, max_iterations < 0, tol < 0, or
+            class_batch_size < 1.
+        """
+        if self.max_iterations < 0:
+            raise ValueError(f"max_iterations must be >= 0; got {self.max_iterations}")
+        if not self.tol >= 0:
+            raise ValueError(f"tol must be >= 0; got {self.tol}")
+        if self.class_batch_size is not None and self.class_batch_size < 1:
+            raise ValueError(f"class_batch_size must be None or >= 1; got "
+                             f"{self.class_batch_size}")
+        return resolve_kmeans_procedure(self.procedure, init=self.init, tol_mode=self.tol_mode,
+                                        empty=self.empty, backend=self.backend)
+
+
+def kmeans_by_class(
+    feats_NxD: jax.Array,
+    labels_N: Any,
+    *,
+    num_classes: int,
+    ipc: int,
+    key: jax.Array,
+    kmeans: KMeansOptions | None = None,
+) -> PartitionOutput:
+    """Per-class k-means with ``ipc`` clusters, all classes in one jitted call (SPEC §3.1).
+
+    Args:
+      feats_NxD: features ``[n, d]`` (e.g. from :func:`embed`).
+      labels_N: class labels ``[n]`` in ``[0, num_classes)``.
+      num_classes: number of classes ``C``.
+      ipc: clusters per class; every class needs at least ``ipc`` examples.
+      key: PRNG key of the k-means (seeding and random re-seeds; one subkey per class).
+      kmeans: the k-means settings (:class:`KMeansOptions`; ``None``: the defaults, the
+        reference's procedure).
 
     Returns:
       A :class:`PartitionOutput` (its ``timings`` hold ``kmeans_s`` and ``kmeans_compile_s``).
@@ -518,22 +547,16 @@ def kmeans_by_class(
         raise ValueError(f"feats_NxD must be floating point; got {feats.dtype}")
     lab = check_labels(labels_N, num_classes, n=feats.shape[0], name="labels_N").astype(np.int32)
     counts = check_ipc(lab, num_classes, ipc)
-    if max_iterations < 0:
-        raise ValueError(f"max_iterations must be >= 0; got {max_iterations}")
-    if not tol >= 0:
-        raise ValueError(f"tol must be >= 0; got {tol}")
-    if class_batch_size is not None and class_batch_size < 1:
-        raise ValueError(f"class_batch_size must be None or >= 1; got {class_batch_size}")
-    rules = resolve_kmeans_procedure(procedure, init=init, tol_mode=tol_mode, empty=empty,
-                                     backend=backend)
+    kmeans = kmeans or KMeansOptions()
+    rules = kmeans.rules()
     check_compile_s = check_finite(feats, "feats_NxD")
 
     idx, valid = class_index_table(lab, num_classes, counts)
     keys = jax.random.split(key, num_classes)
     km, _, compile_s = timed(
         _kmeans_core, keys, feats.astype(jnp.float32), jnp.asarray(idx), jnp.asarray(valid),
-        k=int(ipc), max_iterations=int(max_iterations), tol=float(tol),
-        class_batch_size=class_batch_size, backend=backend, **rules,
+        k=int(ipc), max_iterations=int(kmeans.max_iterations), tol=float(kmeans.tol),
+        class_batch_size=kmeans.class_batch_size, backend=kmeans.backend, **rules,
     )
     cluster_ids = np.empty(lab.size, np.int32)
     global_ids = np.asarray(km.labels) + (np.arange(num_classes, dtype=np.int32) * ipc)[:, None]
@@ -568,14 +591,7 @@ def partition_by_class(
     key: jax.Array,
     batch_size: int = 1024,
     method: str | None = "features",
-    max_iterations: int = 100,
-    tol: float = 1e-4,
-    class_batch_size: int | None = None,
-    backend: str = "jax",
-    procedure: str = "reference",
-    init: str | None = None,
-    tol_mode: str | None = None,
-    empty: str | None = None,
+    kmeans: KMeansOptions | None = None,
 ) -> PartitionOutput:
     """Embed with an untrained network, then per-class k-means: the Blend partition (SPEC §3.1).
 
@@ -590,8 +606,7 @@ def partition_by_class(
       key: PRNG key of the k-means++ seeding.
       batch_size: images per forward pass of the embedding.
       method: ``apply_fn``'s method giving the embedding.
-      max_iterations, tol, class_batch_size, backend, procedure, init, tol_mode, empty: see
-        :func:`kmeans_by_class`.
+      kmeans: the k-means settings (:class:`KMeansOptions`; ``None``: the defaults).
 
     Returns:
       A :class:`PartitionOutput` whose ``timings`` hold ``embed_s``, ``embed_compile_s``,
@@ -602,8 +617,8 @@ def partition_by_class(
     check_compile_s = check_images(x_NxHxWxC)
     lab = check_labels(y_N, num_classes, n=x_NxHxWxC.shape[0]).astype(np.int32)
     check_ipc(lab, num_classes, ipc)  # before the (long) embedding
-    resolve_kmeans_procedure(procedure, init=init, tol_mode=tol_mode, empty=empty,
-                             backend=backend)
+    kmeans = kmeans or KMeansOptions()
+    kmeans.rules()  # bad settings fail before the (long) embedding
     _check_batch_size(batch_size)
     feats, _, embed_compile_s = timed(
         embed_jitted, params, jnp.asarray(x_NxHxWxC), apply_fn=apply_fn,
@@ -611,10 +626,6 @@ def partition_by_class(
     )
     embed_compile_s += check_compile_s
     embed_s = time.perf_counter() - t0 - embed_compile_s
-    out = kmeans_by_class(
-        feats, lab, num_classes=num_classes, ipc=ipc, key=key, max_iterations=max_iterations,
-        tol=tol, class_batch_size=class_batch_size, backend=backend, procedure=procedure,
-        init=init, tol_mode=tol_mode, empty=empty,
-    )
+    out = kmeans_by_class(feats, lab, num_classes=num_classes, ipc=ipc, key=key, kmeans=kmeans)
     timings = {"embed_s": embed_s, "embed_compile_s": embed_compile_s, **out.timings}
     return out._replace(timings=timings)

@@ -22,9 +22,11 @@ from jaxunlearn.conv import backward as conv_backward
 from jaxunlearn.losses import aamu_regulariser, cross_entropy, steepened_loss
 from jaxunlearn.metrics import accuracy
 from jaxunlearn.models import build_model, init_params
-from jaxunlearn.train import Batch, Pool, fit, make_pool, sgd
+from jaxunlearn.optim import sgd
+from jaxunlearn.pools import Batch, Pool, make_pool
+from jaxunlearn.train import fit
 from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
-from jaxunlearn.unlearn.aamu import aamu_primary_loss, sample_forget_unseen
+from jaxunlearn.unlearn.aamu import AAMU_DEFAULTS, aamu_objective, sample_forget_unseen
 from jaxunlearn.unlearn.base import UnlearnData
 
 # ---------------------------------------------------------------------------------- helpers
@@ -189,13 +191,14 @@ def test_step_loss_is_steepened_ce_plus_lambda_mmd2_by_hand(ecdf, steepen):
 def test_no_gradient_flows_through_the_unseen_branch():
     model, params, data = _tiny_problem(seed=1)
     b = 8
-    primary = aamu_primary_loss(model.apply, batch_size=b, ecdf="paper")
+    objective = aamu_objective(model.apply, ecdf="paper")
     key = jax.random.key(2)
     idx = jnp.arange(b)
     x, y, w = data.retain.x[idx], data.retain.y[idx], jnp.ones(b)
 
-    def wrapped(p):
-        return primary(cross_entropy(model.apply(p, x), y), w, p, data, key)
+    def wrapped(p):  # the regulariser draws 4·b samples: b read from the batch's shape
+        return (objective.primary(cross_entropy(model.apply(p, x), y), w)
+                + objective.regulariser(p, Batch(x, y, w), data, key))
 
     # the same objective with the unseen losses frozen as constants computed beforehand
     s = sample_forget_unseen(key, data, 4 * b)
@@ -241,6 +244,22 @@ def test_a_scrub_and_a_sparse_wrap_their_base_objectives():
     # A-Sparse: (mean CE)² + λ·MMD² + α‖θ‖₁ with a constant α = 1e-4
     l1 = sum(float(jnp.abs(p).sum()) for p in jax.tree.leaves(params))
     assert losses["a_sparse"] == pytest.approx(losses["a_cf"] + 1e-4 * l1, rel=1e-5)
+
+
+def test_an_a_method_publishes_its_full_defaults_and_names_a_typo():
+    from experiments.forgetting_curves import stretched_hparams
+    from jaxunlearn.unlearn import factory_defaults
+
+    scrub, a_scrub = factory_defaults("scrub"), factory_defaults("a_scrub")
+    # the base's hyper-parameters, the accelerated overrides, and A-AMU's own
+    assert set(a_scrub) == set(scrub) | set(AAMU_DEFAULTS)
+    assert (a_scrub["optimizer"], a_scrub["epochs"], a_scrub["lr"]) == ("adam", 1, 1e-4)
+    assert a_scrub["m_steps"] == scrub["m_steps"] and a_scrub["ce_weight"] == 0.99
+    assert {k: a_scrub[k] for k in AAMU_DEFAULTS} == AAMU_DEFAULTS
+    # a budget-stretched A-method stretches its own one-epoch budget
+    assert stretched_hparams("a_cf", {}, 3)["epochs"] == 3
+    with pytest.raises(ValueError, match=r"a_cf.*unexpected hyper-parameter.*\['lamda'\]"):
+        make_method("a_cf", lambda p, x: x, lamda=1.0)
 
 
 def test_bad_options_are_clear_errors():

@@ -13,7 +13,14 @@ from scipy import ndimage
 
 from jaxunlearn import dsa
 from jaxunlearn.dm import distribution_matching
-from jaxunlearn.dsa import DSA_STRATEGY, DSAParams, diff_augment, grid_sample_affine
+from jaxunlearn.dsa import (
+    DSA,
+    DSA_STRATEGY,
+    DSAParams,
+    diff_augment,
+    grid_sample_affine,
+    resolve_dsa,
+)
 from jaxunlearn.gm import _ce_grad, gm_loops, gradient_matching, match_distance
 from jaxunlearn.idm import improved_distribution_matching
 from jaxunlearn.models import build_model, init_fn_for
@@ -162,11 +169,11 @@ def test_defaults_are_the_references():
     assert (gm["lr"], gm["lr_net"], gm["momentum"], gm["batch_real"], gm["batch_train"],
             gm["dis_metric"], gm["dsa"]) == (0.1, 0.01, 0.5, 256, 256, "ours", True)
     assert (idm["lr"], idm["num_nets"], idm["ce_weight"], idm["dsa"]) == (1e-2, 3, 1.0, True)
-    for d in (dm, gm, idm):
-        assert d["dsa_strategy"] == "color_crop_cutout_flip_scale_rotate"
-        assert d["dsa_params"] == DSAParams(prob_flip=0.5, ratio_scale=1.2, ratio_rotate=15.0,
-                                            ratio_crop_pad=0.125, ratio_cutout=0.5,
-                                            brightness=1.0, saturation=2.0, contrast=0.5)
+    # dsa=True is the reference's augmentation, the same for the three baselines
+    assert resolve_dsa(True) == DSA("color_crop_cutout_flip_scale_rotate", DSAParams(
+        prob_flip=0.5, ratio_scale=1.2, ratio_rotate=15.0, ratio_crop_pad=0.125,
+        ratio_cutout=0.5, brightness=1.0, saturation=2.0, contrast=0.5))
+    assert resolve_dsa(False) is None and resolve_dsa(DSA("flip")) == DSA("flip")
     assert [gm_loops(i) for i in (1, 2, 5, 10, 20, 50)] == [
         (1, 1), (1, 1), (1, 1), (10, 50), (20, 25), (50, 10)]
     with pytest.raises(ValueError, match="ipc=7"):

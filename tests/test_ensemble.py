@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxunlearn import ensemble, train
+from jaxunlearn import ensemble, optim, pools, train
 from jaxunlearn.models import build_model, init_fn_for
-from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
+from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method, stack_unlearn_data
 
 M = 3
 
@@ -20,7 +20,7 @@ def setup(blobs):
     model = build_model("convnet", 4, depth=2, width=8)
     init_fn = init_fn_for(model, x.shape[1:])
     params = ensemble.init_models(init_fn, jax.random.split(jax.random.key(0), M))
-    pool = train.make_pool(x, y)
+    pool = pools.make_pool(x, y)
     include = np.zeros((M, pool.y.shape[0]), bool)
     include[:, :len(y)] = ensemble.random_halves(jax.random.key(1), len(y), M)
     return x, y, model, init_fn, params, pool, include
@@ -47,10 +47,10 @@ def test_fit_models_equals_sequential_fits(setup, chunk):
     all vmapped) = each model alone with its own key and half."""
     x, y, model, _, params, pool, include = setup
     keys = jax.random.split(jax.random.key(2), M)
-    kw = dict(epochs=3, batch_size=16, optimizer=train.sgd(0.05, 0.9, 5e-4),
-              lr_schedule=train.cosine_with_warmup(0.05, 3, 1))
+    kw = dict(epochs=3, batch_size=16, optimizer=optim.sgd(0.05, 0.9, 5e-4),
+              lr_schedule=optim.cosine_with_warmup(0.05, 3, 1))
     out = train.fit(model.apply, params, pool, keys, include=include,
-                    models=train.Ensemble(M, chunk=chunk), **kw)
+                    models=ensemble.Ensemble(M, chunk=chunk), **kw)
     chex.assert_tree_shape_prefix(out.params, (M,))
     for m in range(M):
         one = train.fit(model.apply, ensemble.model_at(params, m), pool, keys[m],
@@ -68,11 +68,11 @@ def test_fit_models_rejects_bad_ensembles(setup):
     _, _, model, _, params, pool, include = setup
     with pytest.raises(ValueError, match="chunk >= 1"):
         train.fit(model.apply, params, pool, jax.random.split(jax.random.key(2), M),
-                  epochs=1, batch_size=16, optimizer=train.sgd(0.05), include=include,
-                  models=train.Ensemble(M, chunk=0))
+                  epochs=1, batch_size=16, optimizer=optim.sgd(0.05), include=include,
+                  models=ensemble.Ensemble(M, chunk=0))
     with pytest.raises(ValueError, match="val"):
         train.fit(model.apply, params, pool, jax.random.split(jax.random.key(2), M),
-                  epochs=1, batch_size=16, optimizer=train.sgd(0.05), include=include,
+                  epochs=1, batch_size=16, optimizer=optim.sgd(0.05), include=include,
                   models=M, val=(np.zeros((2, 8, 8, 1)), np.zeros(2, int)))
 
 
@@ -104,11 +104,11 @@ def test_run_method_models_equals_sequential_runs(setup, name, hparams, chunk):
     """
     x, y, model, init_fn, params, _, include = setup
     datas = _datas(x, y, include, sizes=(40, 56, 23))  # 3, 4 and 2 steps per epoch at b = 16
-    stacked = ensemble.stack_unlearn_data(datas)
+    stacked = stack_unlearn_data(datas)
     np.testing.assert_array_equal(np.asarray(stacked.retain.n), (40, 56, 23))
     method = make_method(name, model.apply, init_fn=init_fn, **hparams)
     keys = jax.random.split(jax.random.key(3), M)
-    out = run_method(method, params, stacked, keys, models=train.Ensemble(M, chunk=chunk))
+    out = run_method(method, params, stacked, keys, models=ensemble.Ensemble(M, chunk=chunk))
     logits = ensemble.predict_models(model.apply, out.params, x)
     chex.assert_shape(logits, (M, len(y), 4))
     for m in range(M):
@@ -131,7 +131,7 @@ def test_run_method_models_rejects_unstacked_data(setup):
 def test_stack_unlearn_data_pads_to_a_common_capacity(setup):
     x, y, _, _, _, _, include = setup
     datas = _datas(x, y, include, sizes=(10, 50, 30))
-    stacked = ensemble.stack_unlearn_data(datas)
+    stacked = stack_unlearn_data(datas)
     cap = stacked.retain.y.shape[1]
     assert cap >= 50
     chex.assert_shape(stacked.retain.x, (M, cap, 8, 8, 1))
@@ -139,4 +139,4 @@ def test_stack_unlearn_data_pads_to_a_common_capacity(setup):
     np.testing.assert_array_equal(np.asarray(stacked.retain.x[0, :10]),
                                   np.asarray(datas[0].retain.x[:10]))
     with pytest.raises(ValueError, match="nothing"):
-        ensemble.stack_unlearn_data([])
+        stack_unlearn_data([])

@@ -5,8 +5,10 @@ import json
 import pytest
 
 from experiments import class_forget
-from experiments.io import append_record, load_records
-from experiments.study import RECORD_KEYS
+from experiments.io import Ledger, append_record, load_records
+from experiments.study import record_ledger
+
+RECORD_KEYS = ("method", "condensed", "seed")
 
 _A = {"method": "cf", "condensed": False, "seed": 0, "mia": 50.0}
 _B = {"method": "cf", "condensed": True, "seed": 0, "mia": 51.0}
@@ -33,6 +35,22 @@ def test_a_complete_but_unterminated_last_record_is_kept_and_terminated(tmp_path
     assert load_records(path, RECORD_KEYS) == [_A, _B]
     append_record(path, {**_B, "seed": 1})
     assert len(load_records(path, RECORD_KEYS)) == 3
+
+
+def test_the_ledger_is_the_one_resume_rule(tmp_path, capsys):
+    path = _write(tmp_path / "records.jsonl", json.dumps(_A) + "\n")
+    ledger = record_ledger(path)
+    # values read back from JSON are normalised; a record without variant/round is round 0
+    assert ledger.has({"method": "cf", "condensed": 0, "variant": None, "seed": 0, "round": 0})
+    assert not ledger.has({**_B, "variant": None, "round": 0})
+    runs = [{**r, "variant": None, "round": 0} for r in (_A, _B)]
+    assert not ledger.seed_done(0, runs)
+    ledger.append(_B)  # written, and counted as done
+    assert ledger.seed_done(0, runs) and "seed 0: all records present" in capsys.readouterr().out
+    assert load_records(path, RECORD_KEYS) == [_A, _B]
+    assert ledger.get({**_B, "round": 0})["mia"] == 51.0
+    with pytest.raises(ValueError, match="lacks 'ipc'"):  # a key field these records lack
+        Ledger(path, {"method": str, "ipc": int, "seed": int})
 
 
 @pytest.mark.parametrize("lines,lineno,match", [

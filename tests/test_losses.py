@@ -401,15 +401,14 @@ def test_one_ecdf_default_for_the_library_functions_and_the_methods():
     import inspect
 
     from jaxunlearn.losses import DEFAULT_ECDF
-    from jaxunlearn.unlearn import aamu
-    from jaxunlearn.unlearn.base import _REGISTRY
+    from jaxunlearn.unlearn import aamu, factory_defaults
 
     assert DEFAULT_ECDF == "reference"
     for fn in (smoothed_ecdf, ecdf_probit_scores, aamu_regulariser):
         assert inspect.signature(fn).parameters["mode"].default == DEFAULT_ECDF, fn.__name__
-    factories = [_REGISTRY[name] for name in ("a_cf", "a_scrub", "a_sparse")]
-    for fn in (aamu.aamu_primary_loss, *factories):
-        assert inspect.signature(fn).parameters["ecdf"].default == DEFAULT_ECDF, fn
+    assert inspect.signature(aamu.aamu_objective).parameters["ecdf"].default == DEFAULT_ECDF
+    for name in ("a_cf", "a_scrub", "a_sparse"):
+        assert factory_defaults(name)["ecdf"] == DEFAULT_ECDF, name
     ce_f = jnp.linspace(0.1, 3.0, 16)
     ce_t = jnp.linspace(0.5, 2.0, 16)
     assert float(aamu_regulariser(ce_f, ce_t)) == float(

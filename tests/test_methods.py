@@ -20,11 +20,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxunlearn import train
+from jaxunlearn import optim, pools, train
 from jaxunlearn.losses import kl_with_temperature
 from jaxunlearn.models import build_model, init_params
-from jaxunlearn.train import sample_batch
-from jaxunlearn.unlearn import available_methods, make_method, make_unlearn_data, run_method
+from jaxunlearn.pools import sample_batch
+from jaxunlearn.unlearn import (
+    RetainObjective,
+    available_methods,
+    make_method,
+    make_unlearn_data,
+    run_method,
+)
 from jaxunlearn.unlearn.bad_teacher import mixed_pool
 from jaxunlearn.unlearn.pruning import conv_sparsity, prune_conv_weights, pruning_schedule
 from jaxunlearn.unlearn.relabel import random_wrong_labels, saliency_mask
@@ -76,8 +82,8 @@ class Problem:
         self.apply = jax.jit(self.model.apply)
         self.original = train.fit(
             self.model.apply, self.init_fn(jax.random.key(0)),
-            train.make_pool(self.x_tr, self.y_tr), jax.random.key(1), epochs=4, batch_size=16,
-            optimizer=train.sgd(0.05, 0.9, 5e-4)).params
+            pools.make_pool(self.x_tr, self.y_tr), jax.random.key(1), epochs=4, batch_size=16,
+            optimizer=optim.sgd(0.05, 0.9, 5e-4)).params
         f = self.y_tr == 0
         self.forget = (self.x_tr[f], self.y_tr[f])
         self.retain = (self.x_tr[~f], self.y_tr[~f])
@@ -287,8 +293,8 @@ def test_bad_distill_mixed_stream_composition(problem, fraction):
 
 def test_mixed_pool_draws_a_random_subset():
     x = jnp.arange(10.0)[:, None, None, None]
-    retain = train.Pool(x, jnp.zeros(10, jnp.int32), jnp.int32(8))
-    forget = train.Pool(x[:4] + 100, jnp.ones(4, jnp.int32), jnp.int32(3))
+    retain = pools.Pool(x, jnp.zeros(10, jnp.int32), jnp.int32(8))
+    forget = pools.Pool(x[:4] + 100, jnp.ones(4, jnp.int32), jnp.int32(3))
     subsets = set()
     for s in range(5):
         pool, is_f = mixed_pool(jax.random.key(s), forget, retain, 0.5)
@@ -308,7 +314,7 @@ def test_random_wrong_labels_are_wrong_and_cover_the_other_classes():
 
 
 def test_sample_batch_is_without_replacement():
-    pool = train.Pool(jnp.arange(64.0)[:, None, None, None], jnp.zeros(64, jnp.int32),
+    pool = pools.Pool(jnp.arange(64.0)[:, None, None, None], jnp.zeros(64, jnp.int32),
                       jnp.int32(10))
     b = sample_batch(jax.random.key(0), pool, 16)
     vals = np.asarray(b.x).ravel()[np.asarray(b.w) > 0]
@@ -385,12 +391,12 @@ def test_scrub_forget_passes_follow_the_reference():
     assert a_scrub.epochs == 1 and _forget_passes(a_scrub) == 1
 
 
-def test_scrub_primary_loss_hook(problem):
+def test_scrub_retain_objective_hook(problem):
     # the retain pass's CE goes through the hook: a zero primary loss with no KL and no decay
     # leaves the parameters untouched (forget_weight 0: the forget pass's Adam step is 0 too)
     frozen = make_method("scrub", problem.model.apply, m_steps=0, epochs=1, kl_weight=0.0,
                          forget_weight=0.0, weight_decay=0.0, optimizer="adam", batch_size=16,
-                         primary_loss=lambda ce, w, p, d, k: 0.0 * jnp.sum(ce * w))
+                         objective=RetainObjective(lambda ce, w: 0.0 * jnp.sum(ce * w)))
     out = run_method(frozen, problem.original, problem.data, jax.random.key(0))
     chex.assert_trees_all_equal(out.params, problem.original)
 

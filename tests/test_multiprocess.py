@@ -111,16 +111,16 @@ _SCRIPT = textwrap.dedent("""
     if args.coordinator:
         sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     import jax
-    from jaxunlearn import ensemble, train
+    from jaxunlearn import ensemble, optim, pools, train
     from jaxunlearn.models import build_model, init_fn_for
-    from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
+    from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method, stack_unlearn_data
     assert jax.process_count() == (2 if args.coordinator else 1)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 8, 8, 1)).astype(np.float32)
     y = rng.integers(0, 4, 96).astype(np.int32)
     model = build_model("convnet", 4, depth=2, width=8)
     init_fn = init_fn_for(model, (8, 8, 1))
-    sgd = dict(optimizer=train.sgd(0.05, 0.9), lr_schedule=train.cosine_with_warmup(0.05, 2, 1))
+    sgd = dict(optimizer=optim.sgd(0.05, 0.9), lr_schedule=optim.cosine_with_warmup(0.05, 2, 1))
     out = {}
 
     def keep(name, params, history):
@@ -130,7 +130,7 @@ _SCRIPT = textwrap.dedent("""
                                         if k.endswith("/loss")], np.float64)
 
     # one model: the batch of every step is split over the 2 devices (one per process)
-    pool = train.make_pool(x, y)
+    pool = pools.make_pool(x, y)
     fit = train.fit(model.apply, init_fn(jax.random.key(0)), pool, jax.random.key(1),
                     epochs=2, batch_size=16, **sgd)
     keep("fit", fit.params, fit.history)
@@ -158,7 +158,7 @@ _SCRIPT = textwrap.dedent("""
             f, r = idx[y[idx] == 1], idx[y[idx] != 1]
             datas.append(make_unlearn_data((x[r], y[r]), (x[f], y[f]), (x[:20], y[:20]), 4))
         acfs = run_method(make_method("a_cf", model.apply, batch_size=8), fits.params,
-                          ensemble.stack_unlearn_data(datas),
+                          stack_unlearn_data(datas),
                           jax.random.split(jax.random.key(6), M), models=M)
         keep("a_cf_models", acfs.params, acfs.history)
         out["a_cf_models/logits"] = ensemble.predict_models(model.apply, acfs.params, x)
@@ -192,7 +192,7 @@ def test_two_processes_smoke(tmp_path):
     differs between the processes is refused."""
     import jax
 
-    from jaxunlearn import train
+    from jaxunlearn import optim, pools, train
     from jaxunlearn.models import build_model, init_fn_for
 
     script = tmp_path / "script.py"
@@ -205,9 +205,9 @@ def test_two_processes_smoke(tmp_path):
     y = rng.integers(0, 4, 96).astype(np.int32)
     model = build_model("convnet", 4, depth=2, width=8)
     fit = train.fit(model.apply, init_fn_for(model, (8, 8, 1))(jax.random.key(0)),
-                    train.make_pool(x, y), jax.random.key(1), epochs=2, batch_size=16,
-                    optimizer=train.sgd(0.05, 0.9),
-                    lr_schedule=train.cosine_with_warmup(0.05, 2, 1))
+                    pools.make_pool(x, y), jax.random.key(1), epochs=2, batch_size=16,
+                    optimizer=optim.sgd(0.05, 0.9),
+                    lr_schedule=optim.cosine_with_warmup(0.05, 2, 1))
     want = {f"fit/p{i}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(fit.params))}
     want["fit/loss"] = np.array([h[k] for h in fit.history for k in sorted(h)
                                  if k.endswith("/loss")], np.float64)

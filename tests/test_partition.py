@@ -11,6 +11,7 @@ from sklearn.cluster import KMeans
 
 from jaxunlearn.models import build_model, init_fn_for
 from jaxunlearn.partition import (
+    KMeansOptions,
     _kmeans_plus_plus,
     _lloyd,
     embed,
@@ -80,7 +81,7 @@ def test_kmeans_inertia_matches_sklearn(net, procedure):
     ipc = 6
     ours = np.mean([
         kmeans_by_class(feats, y, num_classes=C, ipc=ipc, key=jax.random.key(s),
-                        procedure=procedure).inertia
+                        kmeans=KMeansOptions(procedure=procedure)).inertia
         for s in range(4)
     ])
     sk1 = np.mean([_sklearn_inertia(feats, y, ipc, 1, s) for s in range(4)])
@@ -95,7 +96,7 @@ def test_ott_backend_matches_sklearn_and_never_uses_padding(net):
     feats = np.asarray(embed(model.apply, params, x))
     ipc = 6
     outs = [kmeans_by_class(feats, y, num_classes=C, ipc=ipc, key=jax.random.key(s),
-                            backend="ott") for s in range(4)]
+                            kmeans=KMeansOptions(backend="ott")) for s in range(4)]
     sk1 = np.mean([_sklearn_inertia(feats, y, ipc, 1, s) for s in range(4)])
     assert abs(np.mean([o.inertia for o in outs]) / sk1 - 1) < 0.05
     np.testing.assert_array_equal(outs[0].cluster_ids // ipc, y)
@@ -104,11 +105,13 @@ def test_ott_backend_matches_sklearn_and_never_uses_padding(net):
     sizes = (50, 6, 20, 9)
     yy = np.concatenate([np.full(n, c, np.int32) for c, n in enumerate(sizes)])
     ff = (100.0 + rng.normal(size=(yy.size, 5))).astype(np.float32)
-    out = kmeans_by_class(ff, yy, num_classes=C, ipc=6, key=jax.random.key(0), backend="ott")
+    out = kmeans_by_class(ff, yy, num_classes=C, ipc=6, key=jax.random.key(0),
+                          kmeans=KMeansOptions(backend="ott"))
     assert (np.abs(np.asarray(out.centroids) - 100.0) < 10.0).all()
     np.testing.assert_array_equal(out.sizes.reshape(C, 6).sum(1), sizes)
     with pytest.raises(ValueError, match="backend must be one of"):
-        kmeans_by_class(ff, yy, num_classes=C, ipc=6, key=jax.random.key(0), backend="sk")
+        kmeans_by_class(ff, yy, num_classes=C, ipc=6, key=jax.random.key(0),
+                        kmeans=KMeansOptions(backend="sk"))
 
 
 def test_kmeans_output_is_a_class_pure_lloyd_fixed_point():
@@ -162,7 +165,8 @@ def test_vmapped_classes_match_sequential():
     x, y = _images()
     feats = x.reshape(x.shape[0], -1)
     a = kmeans_by_class(feats, y, num_classes=C, ipc=4, key=jax.random.key(2))
-    b = kmeans_by_class(feats, y, num_classes=C, ipc=4, key=jax.random.key(2), class_batch_size=2)
+    b = kmeans_by_class(feats, y, num_classes=C, ipc=4, key=jax.random.key(2),
+                        kmeans=KMeansOptions(class_batch_size=2))
     np.testing.assert_array_equal(a.cluster_ids, b.cluster_ids)
     assert a.inertia == pytest.approx(b.inertia, rel=1e-5)
 
@@ -183,10 +187,10 @@ def test_partition_by_class_is_embed_then_kmeans(net):
     np.testing.assert_array_equal(out.cluster_ids, again.cluster_ids)  # same key, same ids
     sk = partition_by_class(
         model.apply, params, x, y, num_classes=C, ipc=3, key=jax.random.key(4), batch_size=32,
-        procedure="sklearn",
+        kmeans=KMeansOptions(procedure="sklearn"),
     )
     ref_sk = kmeans_by_class(feats, y, num_classes=C, ipc=3, key=jax.random.key(4),
-                             procedure="sklearn")
+                             kmeans=KMeansOptions(procedure="sklearn"))
     np.testing.assert_array_equal(sk.cluster_ids, ref_sk.cluster_ids)  # the option reaches k-means
 
 
@@ -207,12 +211,15 @@ def test_bad_inputs_raise_clear_errors(net):
     with pytest.raises(ValueError, match="images"):
         embed(model.apply, params, feats)
     with pytest.raises(ValueError, match="procedure must be one of"):
-        kmeans_by_class(feats, y, num_classes=C, ipc=2, key=jax.random.key(0), procedure="torch")
+        kmeans_by_class(feats, y, num_classes=C, ipc=2, key=jax.random.key(0),
+                        kmeans=KMeansOptions(procedure="torch"))
     with pytest.raises(ValueError, match="empty must be one of"):
-        kmeans_by_class(feats, y, num_classes=C, ipc=2, key=jax.random.key(0), empty="first")
+        kmeans_by_class(feats, y, num_classes=C, ipc=2, key=jax.random.key(0),
+                        kmeans=KMeansOptions(empty="first"))
     with pytest.raises(ValueError, match="tol_mode and empty must be None"):
         partition_by_class(model.apply, params, x, y, num_classes=C, ipc=2,
-                           key=jax.random.key(0), backend="ott", tol_mode="shift_sum")
+                           key=jax.random.key(0),
+                           kmeans=KMeansOptions(backend="ott", tol_mode="shift_sum"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,7 +277,8 @@ def test_reference_seeding_is_plain_kmeans_pp_per_class():
     feats[6:] = np.random.default_rng(0).normal(size=(9, 2)) + 20
     for s in range(3):
         key = jax.random.key(s)
-        out = kmeans_by_class(feats, y, num_classes=2, ipc=3, key=key, max_iterations=0)
+        out = kmeans_by_class(feats, y, num_classes=2, ipc=3, key=key,
+                              kmeans=KMeansOptions(max_iterations=0))
         cent = np.asarray(out.centroids)
         assert sorted(map(tuple, cent[:3])) == [(5, 5), (5, 9), (7, 5)]
         x1 = jnp.asarray(feats[6:])
@@ -392,7 +400,8 @@ def test_both_procedures_partition_well_separated_blobs_alike(seed):
     sizes, k = (60, 45, 52), 4
     x, y = _blobs(sizes, k, seed, spread=0.3)
     outs = {p: kmeans_by_class(x, y, num_classes=3, ipc=k, key=jax.random.key(seed),
-                               procedure=p) for p in ("reference", "sklearn")}
+                               kmeans=KMeansOptions(procedure=p))
+            for p in ("reference", "sklearn")}
     for out in outs.values():
         np.testing.assert_array_equal(out.cluster_ids // k, y)  # every point in its class
         np.testing.assert_array_equal(out.sizes, np.bincount(out.cluster_ids, minlength=3 * k))

@@ -12,7 +12,6 @@ marked unused fails the test, so a new file or key cannot slip through.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import pathlib
@@ -23,8 +22,7 @@ import pytest
 
 from experiments.configs.base import use_model
 from experiments.configs.uniform import dataset_config
-from jaxunlearn.unlearn import available_methods
-from jaxunlearn.unlearn.base import _REGISTRY
+from jaxunlearn.unlearn import available_methods, factory_defaults
 
 REF_DIR = pathlib.Path(__file__).parent / "data" / "reference_hparams"
 _NAME = re.compile(r"(cifar10|svhn|cinic10)_(resnet18|resnet50)(_condense)?_hyperparameters\.json")
@@ -178,24 +176,12 @@ def _reference_files() -> list[tuple[str, str, bool, pathlib.Path]]:
     return out
 
 
-def _defaults(factory) -> dict[str, Any]:
-    """A registered factory's keyword defaults; an A-AMU wrapper's (aamu.with_aamu) merge its base
-    factory's, the accelerated defaults it was registered with, and its own arguments'."""
-    sig = {n: p.default for n, p in inspect.signature(factory).parameters.items()
-           if p.default is not inspect.Parameter.empty}
-    free = dict(zip(factory.__code__.co_freevars,
-                    (c.cell_contents for c in factory.__closure__ or ()), strict=True))
-    if "base_factory" in free:
-        return {**_defaults(free["base_factory"]), **free["defaults"], **sig}
-    return sig
-
-
 def _ours(cfg, method: str, hparam: str, condensed: bool) -> Any:
     """The value ``method``'s factory gets for ``hparam`` in a study run with ``cfg``."""
     hp = cfg.hparams(method, condensed)
     if hparam in hp:
         return hp[hparam]
-    defaults = _defaults(_REGISTRY[method])
+    defaults = factory_defaults(method)
     assert hparam in defaults, f"{method} has no hyper-parameter {hparam!r}"
     return defaults[hparam]
 

@@ -7,29 +7,29 @@ import numpy as np
 import optax
 import pytest
 
-from jaxunlearn import train
+from jaxunlearn import optim, pools, train
 from jaxunlearn.models import build_model, init_params
 
 
 def test_bucket_size_shares_capacity_and_bounds_padding():
-    assert train.bucket_size(10) == 64
+    assert pools.bucket_size(10) == 64
     for n in (65, 100, 727, 735, 4500, 45000):
-        cap = train.bucket_size(n)
+        cap = pools.bucket_size(n)
         assert n <= cap < 1.25 * n + 1
-    assert train.bucket_size(727) == train.bucket_size(735)
+    assert pools.bucket_size(727) == pools.bucket_size(735)
 
 
 def test_make_pool_pads_and_rejects_mismatch():
     x = np.ones((5, 2, 2, 1), np.float32)
-    pool = train.make_pool(x, np.arange(5), capacity=8)
+    pool = pools.make_pool(x, np.arange(5), capacity=8)
     chex.assert_shape(pool.x, (8, 2, 2, 1))
     assert int(pool.n) == 5 and float(pool.x[5:].sum()) == 0
     with pytest.raises(ValueError, match="differ in length"):
-        train.make_pool(x, np.arange(4))
+        pools.make_pool(x, np.arange(4))
 
 
 def test_epoch_order_visits_each_valid_row_once():
-    order = np.asarray(train.epoch_order(jax.random.key(0), jnp.arange(48) < 37, 16))
+    order = np.asarray(pools.epoch_order(jax.random.key(0), jnp.arange(48) < 37, 16))
     assert order.shape == (3, 16)
     valid = order[order >= 0]
     assert sorted(valid.tolist()) == list(range(37))
@@ -39,14 +39,14 @@ def test_epoch_order_visits_each_valid_row_once():
 
 
 def test_cosine_with_warmup_values():
-    s = train.cosine_with_warmup(0.1, epochs=10, warmup_epochs=2)
+    s = optim.cosine_with_warmup(0.1, epochs=10, warmup_epochs=2)
     np.testing.assert_allclose([s(0), s(1), s(2)], [0.05, 0.1, 0.1])
     np.testing.assert_allclose(s(6), 0.1 * 0.5 * (1 + np.cos(np.pi * 4 / 8)))
     assert s(9) < s(8) < s(2)
 
 
 def test_sgd_is_pytorch_style_with_coupled_weight_decay():
-    tx = train.sgd(0.1, momentum=0.9, weight_decay=0.01)
+    tx = optim.sgd(0.1, momentum=0.9, weight_decay=0.01)
     p = {"w": jnp.array([1.0, -2.0])}
     g = {"w": jnp.array([0.5, 0.5])}
     state = tx.init(p)
@@ -62,9 +62,9 @@ def test_sgd_is_pytorch_style_with_coupled_weight_decay():
 
 
 def test_set_learning_rate_changes_the_update():
-    tx = train.sgd(0.1)
+    tx = optim.sgd(0.1)
     p = {"w": jnp.ones(2)}
-    state = train.set_learning_rate(tx.init(p), 0.5)
+    state = optim.set_learning_rate(tx.init(p), 0.5)
     upd, _ = tx.update({"w": jnp.ones(2)}, state, p)
     np.testing.assert_allclose(np.asarray(upd["w"]), -0.5)
 
@@ -78,9 +78,9 @@ def _tiny_model_and_data(blobs):
 
 def test_fit_learns_and_selects_best_validation_epoch(blobs):
     model, params, x, y = _tiny_model_and_data(blobs)
-    pool = train.make_pool(x[:120], y[:120])
+    pool = pools.make_pool(x[:120], y[:120])
     out = train.fit(model.apply, params, pool, jax.random.key(1), epochs=4, batch_size=32,
-                    optimizer=train.sgd(0.05, 0.9), val=(x[120:], y[120:]))
+                    optimizer=optim.sgd(0.05, 0.9), val=(x[120:], y[120:]))
     accs = [h["val_acc"] for h in out.history]
     # the best validation accuracy, ties going to the latest such epoch
     assert out.best_epoch == len(accs) - 1 - int(np.argmax(accs[::-1]))
@@ -91,11 +91,11 @@ def test_fit_learns_and_selects_best_validation_epoch(blobs):
 
 def test_fit_is_deterministic(blobs):
     model, params, x, y = _tiny_model_and_data(blobs)
-    pool = train.make_pool(x[:64], y[:64])
+    pool = pools.make_pool(x[:64], y[:64])
     a = train.fit(model.apply, params, pool, jax.random.key(3), epochs=1, batch_size=16,
-                  optimizer=train.sgd(0.05, 0.9))
+                  optimizer=optim.sgd(0.05, 0.9))
     b = train.fit(model.apply, params, pool, jax.random.key(3), epochs=1, batch_size=16,
-                  optimizer=train.sgd(0.05, 0.9))
+                  optimizer=optim.sgd(0.05, 0.9))
     chex.assert_trees_all_equal(a.params, b.params)
 
 
@@ -104,16 +104,16 @@ _DP_SCRIPT = textwrap.dedent("""
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_force_host_platform_device_count=" + sys.argv[1])
     import jax, numpy as np
-    from jaxunlearn import train
+    from jaxunlearn import optim, pools, train
     from jaxunlearn.models import build_model, init_params
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 8, 8, 1)).astype(np.float32)
     y = rng.integers(0, 4, 96).astype(np.int32)
     model = build_model("convnet", 4, depth=2, width=8)
     params = init_params(model, jax.random.key(0), (8, 8, 1))
-    pool = train.make_pool(x, y)
+    pool = pools.make_pool(x, y)
     out = train.fit(model.apply, params, pool, jax.random.key(1), epochs=2, batch_size=32,
-                    optimizer=train.sgd(0.05, 0.9))
+                    optimizer=optim.sgd(0.05, 0.9))
     assert jax.device_count() == int(sys.argv[1])
     leaves = jax.tree.leaves(out.params)
     np.save(sys.argv[2], np.concatenate([np.asarray(l).ravel() for l in leaves]))

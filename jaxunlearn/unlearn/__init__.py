@@ -19,22 +19,28 @@ from jaxunlearn.unlearn import (  # noqa: F401  (registration)
 )
 from jaxunlearn.unlearn.base import (
     Method,
+    RetainObjective,
     UnlearnData,
     UnlearnOutput,
     available_methods,
+    factory_defaults,
     make_method,
     make_unlearn_data,
     register,
     run_method,
+    stack_unlearn_data,
 )
 
 __all__ = [
     "Method",
+    "RetainObjective",
     "UnlearnData",
     "UnlearnOutput",
     "available_methods",
+    "factory_defaults",
     "make_method",
     "make_unlearn_data",
     "register",
     "run_method",
+    "stack_unlearn_data",
 ]

@@ -1,31 +1,34 @@
 """A-AMU: the accelerated wrapper around any retain-based method (SPEC §4).
 
 ``with_aamu(base_factory, ...)`` turns a base method factory whose retain objective goes through the
-``primary_loss`` hook (CF, SCRUB, L1-Sparse) into its accelerated form:
+:class:`~jaxunlearn.unlearn.base.RetainObjective` hook (CF, SCRUB, L1-Sparse; also distillation,
+pruning and NegGrad+) into its accelerated form:
 
-    L = steepen(CE of the retain batch) + λ · MMD²(Z_T, Z_F)  (+ the base method's own terms)
+    L = ce_weight · steepen(CE of the retain batch) + λ · MMD²(Z_T, Z_F)  (+ the base's own terms)
 
-where, every step, ``m = samples_per_step · b`` forget examples are drawn uniformly without
-replacement from the forget pool and ``m`` unseen examples from the pool U restricted to the
-classes present in that forget sample, *inside the jitted step* from the device-resident pools
-(:func:`sample_forget_unseen`, with :func:`jaxunlearn.train.sample_batch`). When a pool holds
-fewer than ``m`` eligible examples, all of them are used and the remaining slots carry weight 0,
-so shapes stay static and nothing is duplicated.
+where, every step, ``m = samples_per_step · b`` forget examples (b: the retain batch's size, read
+from its traced shape) are drawn uniformly without replacement from the forget pool and ``m``
+unseen examples from the pool U restricted to the classes present in that forget sample, *inside
+the jitted step* from the device-resident pools (:func:`sample_forget_unseen`, with
+:func:`jaxunlearn.pools.sample_batch`). When a pool holds fewer than ``m`` eligible examples, all
+of them are used and the remaining slots carry weight 0, so shapes stay static and nothing is
+duplicated.
 
 The steepened loss and the regulariser are :func:`jaxunlearn.losses.steepened_loss` and
 :func:`jaxunlearn.losses.aamu_regulariser`; the unseen branch runs on ``stop_gradient(params)``,
-so no backward pass goes through it. A base step that scales its primary term (SCRUB's 0.99·CE)
-gets λ divided by that weight, so the objective stays ``0.99·(mean CE)² + λ·MMD² + …``.
+so no backward pass goes through it. The regulariser is added outside the base's ``ce_weight``, so
+λ means λ in every A-method (A-SCRUB: ``0.99·(mean CE)² + λ·MMD² + 0.001·KL``).
 
 Registered: ``a_cf`` (CF), ``a_scrub`` (SCRUB), ``a_sparse`` (L1-Sparse with a constant α), each
 with the paper's defaults: Adam, 1 epoch, batch 64, lr 2.4e-4 (A-CF) or 1e-4, λ = 34, k = 2,
 κ = 60, 4b forget and 4b unseen samples per step, ``steepen="batch_mean_squared"``, and the
-``ecdf`` mode :data:`jaxunlearn.losses.DEFAULT_ECDF`.
+``ecdf`` mode :data:`jaxunlearn.losses.DEFAULT_ECDF`. An A-method publishes its full defaults,
+its base method's included (:func:`jaxunlearn.unlearn.factory_defaults`).
 """
 
 from __future__ import annotations
 
-import inspect
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -41,20 +44,35 @@ from jaxunlearn.losses import (
     cross_entropy,
     steepened_loss,
 )
-from jaxunlearn.train import sample_batch
-from jaxunlearn.unlearn.base import Method, PrimaryLoss, UnlearnData, register
+from jaxunlearn.pools import sample_batch
+from jaxunlearn.unlearn.base import (
+    Method,
+    RetainObjective,
+    UnlearnData,
+    keyword_defaults,
+    register,
+)
 from jaxunlearn.unlearn.finetune import make_cf
 from jaxunlearn.unlearn.scrub import make_scrub
 from jaxunlearn.unlearn.sparse import make_l1_sparse
 
-__all__ = ["AAMUSample", "aamu_primary_loss", "sample_forget_unseen",
-           "with_aamu"]
+__all__ = ["AAMU_DEFAULTS", "AAMUSample", "aamu_objective", "sample_forget_unseen", "with_aamu"]
 
 # The ECDF mode of the registered methods: the reference code's (faithful first, SPEC §4).
 # ``paper`` (the paper's formula) and ``anchored`` (ours: forget losses ranked against the unseen
 # batch) are options. On the embedded class-wise study (experiments/aamu_ablation.py, 3 seeds)
 # no mode differed from another beyond seed noise: every mode forgot the class for one seed and
 # kept it for another (see docs/reproduce.md), so no mode earned the default over the reference.
+
+AAMU_DEFAULTS: dict[str, Any] = {
+    "lam": 34.0,                    # λ, the weight of MMD²
+    "k": 2.0,                       # ECDF temperature
+    "kappa": 60.0,                  # probit clip κ
+    "ecdf": DEFAULT_ECDF,
+    "steepen": "batch_mean_squared",
+    "samples_per_step": 4,          # forget (and unseen) examples per retain example
+}
+"""A-AMU's own hyper-parameters and their defaults (the paper's), in every A-method."""
 
 
 class AAMUSample(NamedTuple):
@@ -86,80 +104,83 @@ def sample_forget_unseen(key: jax.Array, data: UnlearnData, m: int) -> AAMUSampl
     return AAMUSample(f.x, f.y, f.w, u.x, u.y, u.w)
 
 
-def aamu_primary_loss(apply_fn: Callable, *, batch_size: int, lam: float = 34.0, k: float = 2.0,
-                      kappa: float = 60.0, ecdf: str = DEFAULT_ECDF,
-                      steepen: str = "batch_mean_squared",
-                      samples_per_step: int = 4) -> PrimaryLoss:
-    """The A-AMU primary loss for the ``primary_loss`` hook of a retain-based method.
+def aamu_objective(apply_fn: Callable, *, lam: float = 34.0, k: float = 2.0,
+                   kappa: float = 60.0, ecdf: str = DEFAULT_ECDF,
+                   steepen: str = "batch_mean_squared",
+                   samples_per_step: int = 4) -> RetainObjective:
+    """A-AMU's retain objective for the ``objective`` hook of a retain-based method.
 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
-      batch_size: the retain batch size b; ``samples_per_step · b`` forget and unseen examples
-        are drawn per step.
       lam: λ, the weight of MMD².
       k, kappa: ECDF temperature and probit clip.
       ecdf: ``paper`` | ``reference`` | ``anchored`` (SPEC §4).
       steepen: ``batch_mean_squared`` (reference) | ``per_example_squared``.
-      samples_per_step: forget (and unseen) examples drawn per retain example (paper: 4).
+      samples_per_step: forget (and unseen) examples drawn per retain example (paper: 4); with a
+        retain batch of b, ``samples_per_step · b`` of each per step.
 
     Returns:
-      ``primary(ce_N, w_N, params, data, key) -> scalar``: ``steepen(ce_N) + λ·MMD²``.
+      :class:`~jaxunlearn.unlearn.base.RetainObjective`: ``primary`` the steepened CE,
+      ``regulariser(params, batch, data, key)`` λ·MMD² of the step's forget and unseen samples.
 
     Raises:
-      ValueError: an unknown mode or a non-positive size, λ < 0, k ≤ 0 or κ ≤ 0.
+      ValueError: an unknown mode, samples_per_step < 1, λ < 0, k ≤ 0 or κ ≤ 0.
     """
-    if batch_size < 1 or samples_per_step < 1:
-        raise ValueError("expected batch_size >= 1 and samples_per_step >= 1; got "
-                         f"batch_size={batch_size}, samples_per_step={samples_per_step}")
+    if samples_per_step < 1:
+        raise ValueError(f"expected samples_per_step >= 1; got {samples_per_step}")
     if not (lam >= 0 and k > 0 and kappa > 0):
         raise ValueError(f"expected lam >= 0, k > 0 and kappa > 0; got lam={lam}, k={k}, "
                          f"kappa={kappa}")
     check_choice(ecdf, ECDF_MODES, "ecdf")
     check_choice(steepen, STEEPEN_MODES, "steepen")
-    m = samples_per_step * batch_size
 
-    def primary(ce_N, w_N, params, data: UnlearnData, key):
-        s = sample_forget_unseen(key, data, m)
+    def regulariser(params, batch, data: UnlearnData, key):
+        s = sample_forget_unseen(key, data, samples_per_step * batch.y.shape[0])
         forget_ce = cross_entropy(apply_fn(params, s.forget_x), s.forget_y)
         # the unseen branch is a fixed target (stop_gradient): no backward pass through it
         unseen_ce = cross_entropy(apply_fn(jax.lax.stop_gradient(params), s.unseen_x), s.unseen_y)
         reg = aamu_regulariser(forget_ce, unseen_ce, s.forget_w, s.unseen_w, k=k, kappa=kappa,
                                mode=ecdf)
-        return steepened_loss(ce_N, w_N, steepen) + lam * reg
+        return lam * reg
 
-    return primary
+    return RetainObjective(functools.partial(steepened_loss, mode=steepen), regulariser)
 
 
-def with_aamu(base_factory: Callable[..., Method], **defaults: Any) -> Callable[..., Method]:
+def with_aamu(base_factory: Callable[..., Method], **overrides: Any) -> Callable[..., Method]:
     """Wrap a base method factory into its A-AMU form.
 
     Args:
-      base_factory: ``factory(apply_fn, *, init_fn, primary_loss, **hparams) -> Method``.
-      **defaults: hyper-parameter defaults of the accelerated method (e.g. ``optimizer="adam"``,
-        ``epochs=1``, ``lr=2.4e-4``), overridable by the caller.
+      base_factory: ``factory(apply_fn, *, init_fn, objective, **hparams) -> Method``, a
+        retain-based method whose retain objective goes through the ``objective`` hook.
+      **overrides: the accelerated method's defaults that differ from the base's (e.g.
+        ``optimizer="adam"``, ``epochs=1``, ``lr=2.4e-4``).
 
     Returns:
-      ``factory(apply_fn, *, init_fn=None, lam, k, kappa, ecdf, steepen, samples_per_step,
-      **base_hparams) -> Method``.
+      ``factory(apply_fn, *, init_fn=None, **hparams) -> Method``, taking the base's
+      hyper-parameters and A-AMU's (:data:`AAMU_DEFAULTS`); its ``defaults`` attribute holds
+      them all with their values.
+
+    Raises:
+      ValueError: (from the factory) a hyper-parameter neither the base nor A-AMU takes.
     """
-    ce_weight_default = inspect.signature(base_factory).parameters.get("ce_weight")
+    base_defaults = keyword_defaults(base_factory)
+    unknown = set(overrides) - set(base_defaults)
+    if unknown:
+        raise ValueError(f"{base_factory.__name__} takes no {sorted(unknown)}")
+    defaults = {**base_defaults, **overrides, **AAMU_DEFAULTS}
 
-    def factory(apply_fn: Callable, *, init_fn: Callable | None = None, lam: float = 34.0,
-                k: float = 2.0, kappa: float = 60.0, ecdf: str = DEFAULT_ECDF,
-                steepen: str = "batch_mean_squared", samples_per_step: int = 4,
-                **hparams: Any) -> Method:
+    def factory(apply_fn: Callable, *, init_fn: Callable | None = None, **hparams: Any) -> Method:
+        unknown = set(hparams) - set(defaults)
+        if unknown:
+            raise TypeError(f"unexpected hyper-parameter(s) {sorted(unknown)}; this A-method "
+                            f"takes {sorted(defaults)}")
         hp = {**defaults, **hparams}
-        # A base whose retain step scales the primary term (SCRUB: 0.99·CE) must not scale λ·MMD²
-        # with it (SPEC §4: 0.99·(mean CE)² + 0.001·KL + λ·MMD²): pre-divide λ by that weight.
-        ce_weight = hp.get("ce_weight", ce_weight_default.default if ce_weight_default else 1.0)
-        if not ce_weight > 0:
-            raise ValueError(f"ce_weight must be > 0 under A-AMU; got {ce_weight}")
-        primary = aamu_primary_loss(apply_fn, batch_size=hp.get("batch_size", 64),
-                                    lam=lam / ce_weight, k=k, kappa=kappa, ecdf=ecdf,
-                                    steepen=steepen, samples_per_step=samples_per_step)
-        return base_factory(apply_fn, init_fn=init_fn, primary_loss=primary, **hp)
+        objective = aamu_objective(apply_fn, **{name: hp.pop(name) for name in AAMU_DEFAULTS})
+        return base_factory(apply_fn, init_fn=init_fn, objective=objective, **hp)
 
-    factory.__doc__ = f"A-AMU around ``{base_factory.__name__}`` (defaults {defaults})."
+    factory.defaults = defaults
+    factory.__doc__ = (f"A-AMU around ``{base_factory.__name__}``; hyper-parameters and "
+                       f"defaults: {defaults}.")
     return factory
 
 

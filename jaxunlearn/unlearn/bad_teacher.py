@@ -22,23 +22,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxunlearn.losses import kl_with_temperature
-from jaxunlearn.train import (
-    Batch,
-    Phase,
-    Pool,
-    TrainState,
-    apply_gradients,
-    shuffle_valid_first,
-    weighted_accuracy,
-)
-from jaxunlearn.unlearn.base import (
-    Method,
-    UnlearnData,
-    check_budget,
-    make_optimizer,
-    register,
-    training_method,
-)
+from jaxunlearn.optim import make_optimizer
+from jaxunlearn.pools import Batch, Pool, shuffle_valid_first
+from jaxunlearn.train import Phase, TrainState, apply_gradients, weighted_accuracy
+from jaxunlearn.unlearn.base import Method, UnlearnData, check_budget, register, training_method
 
 __all__ = ["encode_forget_flag", "make_bad_distill", "mixed_pool"]
 

@@ -18,8 +18,9 @@ Every step receives the whole device-resident :class:`UnlearnData`, so a step ca
 or unseen examples on device (A-AMU) without host round trips.
 
 What the factories share lives here too: :func:`training_method` (a method that starts from the
-given parameters with its optimiser's state), :func:`check_budget`, :func:`make_optimizer`, and
-the ``primary_loss`` hook with its default :func:`mean_primary_loss`.
+given parameters with its optimiser's state), :func:`check_budget`, and the retain objective's
+hook :class:`RetainObjective` (how A-AMU wraps any retain-based method). Many models' pools are
+stacked with :func:`stack_unlearn_data`.
 """
 
 from __future__ import annotations
@@ -35,35 +36,27 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxunlearn.ensemble import Ensemble, stack_trees
 from jaxunlearn.losses import weighted_mean
+from jaxunlearn.pools import Batch, Pool, bucket_size, make_pool
 from jaxunlearn.timing import compile_ahead
-from jaxunlearn.train import (
-    Ensemble,
-    Phase,
-    PhaseRunner,
-    Pool,
-    TrainState,
-    adam,
-    as_ensemble,
-    make_pool,
-    run_phases,
-    sgd,
-)
+from jaxunlearn.train import Phase, PhaseRunner, TrainState, run_phases
 
 __all__ = [
     "Method",
-    "PrimaryLoss",
+    "Regulariser",
+    "RetainObjective",
     "UnlearnData",
     "UnlearnOutput",
     "available_methods",
     "check_budget",
     "factory_defaults",
+    "keyword_defaults",
     "make_method",
-    "make_optimizer",
     "make_unlearn_data",
-    "mean_primary_loss",
     "register",
     "run_method",
+    "stack_unlearn_data",
     "training_method",
 ]
 
@@ -104,6 +97,37 @@ def make_unlearn_data(retain: tuple[Any, Any], forget: tuple[Any, Any], unseen: 
     keep = np.isin(uy, np.unique(np.asarray(forget[1])))
     return UnlearnData(make_pool(*retain), make_pool(*forget), make_pool(ux[keep], uy[keep]),
                        num_classes)
+
+
+def _pad_pool(pool: Pool, capacity: int) -> Pool:
+    extra = capacity - pool.y.shape[0]
+    pad = [(0, extra)] + [(0, 0)] * (pool.x.ndim - 1)
+    return Pool(jnp.pad(pool.x, pad), jnp.pad(pool.y, (0, extra)), jnp.asarray(pool.n))
+
+
+def stack_unlearn_data(datas: Sequence[UnlearnData]) -> UnlearnData:
+    """Stack the pools of M models for ``run_method(..., models=M)``.
+
+    Each stream is padded to the largest capacity among the models (rounded up to a bucket,
+    :func:`jaxunlearn.pools.bucket_size`), so a model's valid rows are unchanged.
+
+    Raises:
+      ValueError: no data, different numbers of classes, or different stream names.
+    """
+    if not datas:
+        raise ValueError("nothing to stack: got no UnlearnData")
+    if len({d.num_classes for d in datas}) != 1 or len({tuple(d.extra) for d in datas}) != 1:
+        raise ValueError("every model's UnlearnData must have the same num_classes and streams")
+
+    def stack(pools: Sequence[Pool]) -> Pool:
+        cap = max(p.y.shape[0] for p in pools)
+        cap = max(cap, bucket_size(max(int(p.n) for p in pools)))
+        return stack_trees([_pad_pool(p, cap) for p in pools])
+
+    first = datas[0]
+    return UnlearnData(stack([d.retain for d in datas]), stack([d.forget for d in datas]),
+                       stack([d.unseen for d in datas]), first.num_classes,
+                       {k: stack([d.extra[k] for d in datas]) for k in first.extra})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,9 +190,9 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
       eval_every: evaluate every this many steps (``None``: no evaluation during the run).
       eval_fn: ``eval_fn(params) -> {name: value}`` (host values), required with
         ``eval_every``; it must not keep references to ``params`` (the next step donates them).
-      models: unlearn this many models at once (or an :class:`jaxunlearn.train.Ensemble`):
+      models: unlearn this many models at once (or an :class:`jaxunlearn.ensemble.Ensemble`):
         ``params``, ``key`` and every leaf of ``data`` are stacked along a leading axis of that
-        size (:func:`jaxunlearn.ensemble.stack_unlearn_data`), each model with its own pools;
+        size (:func:`stack_unlearn_data`), each model with its own pools;
         the returned parameters are stacked too. Model m's result equals ``run_method`` of
         model m alone (up to float rounding: ``tests/test_ensemble.py``).
 
@@ -179,20 +203,21 @@ def run_method(method: Method, params: Params, data: UnlearnData, key: jax.Array
     if eval_every is not None and (eval_fn is None or int(eval_every) < 1):
         raise ValueError(f"eval_every must be a positive number of steps with an eval_fn; got "
                          f"eval_every={eval_every!r}, eval_fn={eval_fn!r}")
-    runner = PhaseRunner(as_ensemble(models, data_axis=0))
-    if runner.ensemble is not None:
-        _check_stacked(data, runner.ensemble.size)
-    k_init, k_prep, k_edit, k_loop = runner.split(key, 4)
-    data = runner.place(data)
-    params = runner.place(jax.tree.map(jnp.copy, params))  # steps donate their state
+    runner = PhaseRunner(models, data_axis=0)
+    axis = runner.models
+    if axis.size is not None:
+        _check_stacked(data, axis.size)
+    k_init, k_prep, k_edit, k_loop = axis.split(key, 4)
+    data = axis.place(data)
+    params = axis.place(jax.tree.map(jnp.copy, params))  # steps donate their state
 
     # --- ahead-of-time compilation of every step the run will use (timed apart) ---
     compile_s = 0.0
 
     def compiled(fn, in_axes, *args, name):
-        out, seconds = compile_ahead(jax.jit(runner.lift(fn, in_axes)), *args,
-                                     cache_key=(name, fn, runner.ensemble),
-                                     compiler_options=runner.compiler_options)
+        out, seconds = compile_ahead(jax.jit(axis.lift(fn, in_axes)), *args,
+                                     cache_key=(name, fn, axis.cache_key),
+                                     compiler_options=axis.compiler_options)
         nonlocal compile_s
         compile_s += seconds
         return out
@@ -253,7 +278,7 @@ def _check_stacked(data: UnlearnData, models: int) -> None:
     sizes = {jnp.shape(leaf)[:1] for leaf in jax.tree.leaves(data)}
     if sizes != {(models,)}:
         raise ValueError(f"run_method(models={models}) takes data stacked along a leading axis of "
-                         f"{models} models (jaxunlearn.ensemble.stack_unlearn_data); got leading "
+                         f"{models} models (jaxunlearn.unlearn.stack_unlearn_data); got leading "
                          f"sizes {sorted(sizes)}")
 
 
@@ -280,34 +305,31 @@ class _PausableClock:
 
 
 # ---------------------------------------------------------------------------------------------
-# The retain objective's primary term: the hook through which A-AMU wraps a base method.
+# The retain objective: the hook through which A-AMU wraps a base method
 
-PrimaryLoss = Callable[..., jax.Array]
-"""``primary_loss(ce_N, w_N, params, data, key) -> scalar``: the loss a retain-based method puts on
-a retain batch's per-example cross-entropies ``ce_N`` (padding weights ``w_N``). The default is
-the weighted mean; :func:`jaxunlearn.unlearn.aamu.aamu_primary_loss` steepens it and adds the
-A-AMU regulariser, sampling forget/unseen examples from ``data`` with ``key``."""
+Regulariser = Callable[[Params, Batch, UnlearnData, jax.Array], jax.Array]
+"""``regulariser(params, batch, data, key) -> scalar``: a term added to a retain objective, with
+the step's retain batch (its shape sets static sample sizes), the device-resident pools (to
+sample forget or unseen examples) and the step's key."""
 
 
-def mean_primary_loss(ce_N: jax.Array, w_N: jax.Array, params: Params, data: UnlearnData,
-                      key: jax.Array) -> jax.Array:
-    """The default primary loss: weighted mean cross-entropy of the retain batch, a scalar."""
-    del params, data, key
-    return weighted_mean(ce_N, w_N)
+class RetainObjective(NamedTuple):
+    """How a retain-based method scores a retain batch (the hook A-AMU fills in).
+
+    The loss of a retain step (:func:`jaxunlearn.unlearn.finetune.finetune_step`) is
+    ``ce_weight · primary(CE_N, w_N) + regulariser(params, batch, data, key) + extra``, where
+    ``extra`` is the method's own term (distillation KL, L1 penalty...) and ``ce_weight`` its
+    weight on the cross-entropy (SCRUB: 0.99). The default is the weighted mean cross-entropy and
+    no regulariser; A-AMU (:func:`jaxunlearn.unlearn.aamu.aamu_objective`) steepens the primary
+    term and adds ``λ·MMD²``, so λ is the same in every A-method.
+    """
+
+    primary: Callable[[jax.Array, jax.Array], jax.Array] = weighted_mean
+    regulariser: Regulariser | None = None
 
 
 # ---------------------------------------------------------------------------------------------
 # What the method factories share
-
-
-def make_optimizer(name: str, lr: float, momentum: float = 0.0,
-                   weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """``sgd`` (coupled weight decay, momentum) or ``adam``, with an injected learning rate."""
-    if name == "sgd":
-        return sgd(lr, momentum, weight_decay)
-    if name == "adam":
-        return adam(lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adam'")
 
 
 def check_budget(epochs: int, batch_size: int, lr: float) -> None:
@@ -355,7 +377,13 @@ _REGISTRY: dict[str, Callable[..., Method]] = {}
 
 
 def register(name: str) -> Callable[[Callable[..., Method]], Callable[..., Method]]:
-    """Decorator registering a factory ``factory(apply_fn, *, init_fn, **hparams) -> Method``."""
+    """Decorator registering a factory ``factory(apply_fn, *, init_fn, **hparams) -> Method``.
+
+    The factory's hyper-parameters are its keyword-only arguments, and their defaults its
+    defaults (:func:`factory_defaults`). A wrapper whose keywords pass through ``**hparams``
+    (an A-method, :func:`jaxunlearn.unlearn.aamu.with_aamu`) publishes its full defaults as a
+    ``defaults`` mapping on the factory instead.
+    """
 
     def deco(factory):
         if name in _REGISTRY:
@@ -373,21 +401,26 @@ def available_methods() -> list[str]:
     return list(_REGISTRY)
 
 
+def keyword_defaults(factory: Callable[..., Method]) -> dict[str, Any]:
+    """A factory's hyper-parameter defaults (see :func:`register`), without ``init_fn`` and the
+    ``objective`` hook."""
+    published = getattr(factory, "defaults", None)
+    if published is None:
+        published = factory.__kwdefaults__ or {}
+    return {k: v for k, v in published.items() if k not in ("init_fn", "objective")}
+
+
 def factory_defaults(name: str) -> dict[str, Any]:
-    """The default hyper-parameters of the registered method ``name``: its factory's keyword
-    defaults. For an A-AMU method these are the wrapper's own keywords; its base method's
-    defaults pass through ``**hparams`` and are not listed.
+    """The default hyper-parameters of the registered method ``name`` (an A-method's include
+    its base method's, as it runs them).
 
     Raises:
       ValueError: unknown name.
     """
-    import inspect
-
     available_methods()
     if name not in _REGISTRY:
         raise ValueError(f"unknown unlearning method {name!r}")
-    return {p.name: p.default for p in inspect.signature(_REGISTRY[name]).parameters.values()
-            if p.default is not inspect.Parameter.empty and p.name != "init_fn"}
+    return keyword_defaults(_REGISTRY[name])
 
 
 def make_method(name: str, apply_fn: Callable, init_fn: Callable | None = None,

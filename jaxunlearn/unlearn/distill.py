@@ -12,17 +12,17 @@ from typing import Any
 import jax
 
 from jaxunlearn.losses import kl_with_temperature
+from jaxunlearn.optim import constant_with_warmup, make_optimizer
 from jaxunlearn.train import Phase
 from jaxunlearn.unlearn.base import (
     Method,
-    PrimaryLoss,
+    RetainObjective,
     UnlearnData,
     check_budget,
-    make_optimizer,
     register,
     training_method,
 )
-from jaxunlearn.unlearn.finetune import ExtraLoss, constant_with_warmup, finetune_step
+from jaxunlearn.unlearn.finetune import ExtraLoss, finetune_step
 
 __all__ = ["distill_kl_term", "make_distill", "teacher_aux"]
 
@@ -58,7 +58,7 @@ def make_distill(apply_fn: Callable, *, init_fn: Callable | None = None, lr: flo
                  momentum: float = 0.86, weight_decay: float = 1e-3, epochs: int = 50,
                  warmup_epochs: int = 0, batch_size: int = 64, ce_weight: float = 1.0,
                  kl_weight: float = 0.001, temperature: float = 2.0, optimizer: str = "sgd",
-                 primary_loss: PrimaryLoss | None = None) -> Method:
+                 objective: RetainObjective | None = None) -> Method:
     """Distill: ``ce_weight·CE + kl_weight·KL_T(student ‖ original)`` on the retain stream.
 
     The learning rate is constant (the reference's step milestones 50, 75 are never reached in 50
@@ -72,12 +72,12 @@ def make_distill(apply_fn: Callable, *, init_fn: Callable | None = None, lr: flo
       warmup_epochs: linear warm-up epochs (0 in the reference).
       ce_weight, kl_weight, temperature: 1.0, 0.001, T = 2 (SPEC §5).
       optimizer: ``sgd`` or ``adam``.
-      primary_loss: the hook on the CE term (default: weighted mean).
+      objective: the retain objective's hook (default: mean CE).
     """
     del init_fn
     check_budget(epochs, batch_size, lr)
     tx = make_optimizer(optimizer, lr, momentum, weight_decay)
-    step = finetune_step(apply_fn, tx, primary_loss=primary_loss, ce_weight=ce_weight,
+    step = finetune_step(apply_fn, tx, objective=objective, ce_weight=ce_weight,
                          extra_loss=distill_kl_term(apply_fn, kl_weight, temperature))
     return training_method(tx, [Phase("retain", step)], epochs=epochs, batch_size=batch_size,
                            aux=teacher_aux, lr_schedule=constant_with_warmup(lr, warmup_epochs))

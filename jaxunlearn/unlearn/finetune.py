@@ -1,8 +1,9 @@
 """Fine-tuning on the retain set: CF (SPEC §5), and the step every fine-tuning method shares.
 
 :func:`finetune_step` is the one retain-style step of the package: a weighted cross-entropy term
-that goes through the ``primary_loss`` hook (so A-AMU can wrap it), an optional method-specific
-term (distillation KL, L1 penalty...), and optionally a mask on the updates (pruning, SalUn).
+scored by the :class:`~jaxunlearn.unlearn.base.RetainObjective` hook (so A-AMU can wrap it), an
+optional method-specific term (distillation KL, L1 penalty...), and optionally a mask on the
+updates (pruning, SalUn).
 CF, Distill, SCRUB's retain pass, L1-Sparse, Pruning and the random-label methods are this step
 with different extra terms, not copies of it.
 """
@@ -16,25 +17,12 @@ import jax
 import optax
 
 from jaxunlearn.losses import cross_entropy
-from jaxunlearn.train import (
-    Batch,
-    Phase,
-    TrainState,
-    apply_gradients,
-    cosine_with_warmup,
-    weighted_accuracy,
-)
-from jaxunlearn.unlearn.base import (
-    Method,
-    PrimaryLoss,
-    check_budget,
-    make_optimizer,
-    mean_primary_loss,
-    register,
-    training_method,
-)
+from jaxunlearn.optim import cosine_with_warmup, make_optimizer
+from jaxunlearn.pools import Batch
+from jaxunlearn.train import Phase, TrainState, apply_gradients, weighted_accuracy
+from jaxunlearn.unlearn.base import Method, RetainObjective, check_budget, register, training_method
 
-__all__ = ["ExtraLoss", "constant_with_warmup", "finetune_step", "make_cf"]
+__all__ = ["ExtraLoss", "finetune_step", "make_cf"]
 
 Params = Any
 
@@ -44,14 +32,16 @@ ExtraLoss = Callable[[Params, jax.Array, Batch, Any], jax.Array]
 
 
 def finetune_step(apply_fn: Callable, tx: optax.GradientTransformation, *,
-                  primary_loss: PrimaryLoss | None = None, ce_weight: float = 1.0,
+                  objective: RetainObjective | None = None, ce_weight: float = 1.0,
                   extra_loss: ExtraLoss | None = None, masked: bool = False) -> Callable:
-    """A phase step minimising ``ce_weight · primary(CE) + extra`` on one batch.
+    """A phase step minimising ``ce_weight · primary(CE) + regulariser + extra`` on one batch.
 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
       tx: the optimiser (injected learning rate).
-      primary_loss: the hook applied to the batch's per-example CE (default: weighted mean).
+      objective: the :class:`~jaxunlearn.unlearn.base.RetainObjective` hook: ``primary`` on the
+        batch's per-example CE (default: the weighted mean) and an optional ``regulariser``
+        (A-AMU's λ·MMD²), which ``ce_weight`` does not scale.
       ce_weight: the weight of the primary term (SCRUB: 0.99).
       extra_loss: the method's own term, ``extra(params, logits, batch, aux)``.
       masked: update only where ``state.aux["mask"]`` is true (the ``mask`` of
@@ -60,14 +50,16 @@ def finetune_step(apply_fn: Callable, tx: optax.GradientTransformation, *,
     Returns:
       ``step(state, batch, data, key) -> (state, {"loss", "acc"})``.
     """
-    primary = primary_loss or mean_primary_loss
+    objective = objective or RetainObjective()
 
     def step(state: TrainState, batch: Batch, data, key: jax.Array):
         def loss_fn(params):
             logits = apply_fn(params, batch.x)
-            loss = primary(cross_entropy(logits, batch.y), batch.w, params, data, key)
+            loss = objective.primary(cross_entropy(logits, batch.y), batch.w)
             if ce_weight != 1.0:
                 loss = ce_weight * loss
+            if objective.regulariser is not None:
+                loss = loss + objective.regulariser(params, batch, data, key)
             if extra_loss is not None:
                 loss = loss + extra_loss(params, logits, batch, state.aux)
             return loss, logits
@@ -80,22 +72,11 @@ def finetune_step(apply_fn: Callable, tx: optax.GradientTransformation, *,
     return step
 
 
-def constant_with_warmup(lr: float, warmup_epochs: int = 0) -> Callable[[int], float]:
-    """Per-epoch schedule: linear warm-up ``lr·(e+1)/warmup`` then the constant ``lr``."""
-
-    def schedule(epoch: int) -> float:
-        if epoch < warmup_epochs:
-            return lr * (epoch + 1) / warmup_epochs
-        return lr
-
-    return schedule
-
-
 @register("cf")
 def make_cf(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float = 0.04,
             momentum: float = 0.502, weight_decay: float = 0.0014, epochs: int = 50,
             warmup_epochs: int = 5, batch_size: int = 64, optimizer: str = "sgd",
-            primary_loss: PrimaryLoss | None = None) -> Method:
+            objective: RetainObjective | None = None) -> Method:
     """CF: cross-entropy fine-tuning of the original model on the retain stream.
 
     Args:
@@ -104,11 +85,11 @@ def make_cf(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float = 
       lr, momentum, weight_decay, epochs, warmup_epochs, batch_size: SPEC §5 defaults (CIFAR-10;
         the same lr with and without condensation).
       optimizer: ``sgd`` or ``adam``.
-      primary_loss: the loss on the batch's per-example CE (default: the mean); A-AMU's hook.
+      objective: the retain objective's hook (default: mean CE); A-AMU's.
     """
     del init_fn
     check_budget(epochs, batch_size, lr)
     tx = make_optimizer(optimizer, lr, momentum, weight_decay)
-    step = finetune_step(apply_fn, tx, primary_loss=primary_loss)
+    step = finetune_step(apply_fn, tx, objective=objective)
     return training_method(tx, [Phase("retain", step)], epochs=epochs, batch_size=batch_size,
                            lr_schedule=cosine_with_warmup(lr, epochs, warmup_epochs))

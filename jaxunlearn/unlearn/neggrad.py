@@ -3,7 +3,7 @@
 Each step takes one retain batch from the stream and draws a forget batch of the same size on
 device from ``data.forget`` (uniformly, without replacement within the step), and minimises
 
-    β · primary(CE of the retain batch) − (1 − β) · mean CE of the forget batch.
+    β · primary(CE of the retain batch) − (1 − β) · mean CE of the forget batch (+ regulariser).
 """
 
 from __future__ import annotations
@@ -13,21 +13,14 @@ from collections.abc import Callable
 import jax
 
 from jaxunlearn.losses import cross_entropy, weighted_mean
-from jaxunlearn.train import (
-    Batch,
-    Phase,
-    TrainState,
-    apply_gradients,
-    sample_batch,
-    weighted_accuracy,
-)
+from jaxunlearn.optim import make_optimizer
+from jaxunlearn.pools import Batch, sample_batch
+from jaxunlearn.train import Phase, TrainState, apply_gradients, weighted_accuracy
 from jaxunlearn.unlearn.base import (
     Method,
-    PrimaryLoss,
+    RetainObjective,
     UnlearnData,
     check_budget,
-    make_optimizer,
-    mean_primary_loss,
     register,
     training_method,
 )
@@ -38,7 +31,7 @@ __all__ = ["make_neggrad_plus"]
 def make_neggrad_plus(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float = 1e-2,
                       momentum: float = 0.9, weight_decay: float = 5e-4, epochs: int = 5,
                       batch_size: int = 64, beta: float = 0.999, optimizer: str = "sgd",
-                      primary_loss: PrimaryLoss | None = None) -> Method:
+                      objective: RetainObjective | None = None) -> Method:
     """NegGrad+: ``β·CE(retain) − (1−β)·CE(forget)``, epochs over the retain stream.
 
     Args:
@@ -48,14 +41,15 @@ def make_neggrad_plus(apply_fn: Callable, *, init_fn: Callable | None = None, lr
       momentum, weight_decay, epochs, batch_size: 0.9, 5e-4, 5, 64.
       beta: β = 0.999.
       optimizer: ``sgd`` or ``adam``.
-      primary_loss: the hook on the retain CE term (default: weighted mean).
+      objective: the retain objective's hook (default: mean CE); a regulariser is added
+        unscaled by β.
     """
     del init_fn
     check_budget(epochs, batch_size, lr)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1]; got {beta}")
     tx = make_optimizer(optimizer, lr, momentum, weight_decay)
-    primary = primary_loss or mean_primary_loss
+    objective = objective or RetainObjective()
 
     def step(state: TrainState, batch: Batch, data: UnlearnData, key: jax.Array):
         k_forget, k_primary = jax.random.split(key)
@@ -63,9 +57,12 @@ def make_neggrad_plus(apply_fn: Callable, *, init_fn: Callable | None = None, lr
 
         def loss_fn(params):
             logits = apply_fn(params, batch.x)
-            retain = primary(cross_entropy(logits, batch.y), batch.w, params, data, k_primary)
+            retain = objective.primary(cross_entropy(logits, batch.y), batch.w)
             forget = weighted_mean(cross_entropy(apply_fn(params, fb.x), fb.y), fb.w)
-            return beta * retain - (1.0 - beta) * forget, (logits, forget)
+            loss = beta * retain - (1.0 - beta) * forget
+            if objective.regulariser is not None:
+                loss = loss + objective.regulariser(params, batch, data, k_primary)
+            return loss, (logits, forget)
 
         (loss, (logits, forget_ce)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)

@@ -21,12 +21,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxunlearn.optim import make_optimizer
 from jaxunlearn.train import Phase, TrainState
 from jaxunlearn.unlearn.base import (
     Method,
-    PrimaryLoss,
+    RetainObjective,
     check_budget,
-    make_optimizer,
     register,
     training_method,
 )
@@ -107,7 +107,7 @@ def conv_sparsity(params: Params) -> float:
 def make_pruning(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float = 0.04,
                  momentum: float = 0.9, weight_decay: float = 5e-4, epochs: int = 20,
                  batch_size: int = 64, target_sparsity: float = 0.95, prune_step: int = 5,
-                 optimizer: str = "sgd", primary_loss: PrimaryLoss | None = None) -> Method:
+                 optimizer: str = "sgd", objective: RetainObjective | None = None) -> Method:
     """Pruning: global L1 pruning of conv weights at the pruning epochs, masked CE fine-tuning.
 
     Args:
@@ -117,13 +117,13 @@ def make_pruning(apply_fn: Callable, *, init_fn: Callable | None = None, lr: flo
         with and without condensation).
       target_sparsity, prune_step: 95% after the last pruning epoch, every 5 epochs.
       optimizer: ``sgd`` or ``adam``.
-      primary_loss: the hook on the CE term (default: weighted mean).
+      objective: the retain objective's hook (default: mean CE).
     """
     del init_fn
     check_budget(epochs, batch_size, lr)
     when, rate = pruning_schedule(epochs, prune_step, target_sparsity)
     tx = make_optimizer(optimizer, lr, momentum, weight_decay)
-    step = finetune_step(apply_fn, tx, primary_loss=primary_loss, masked=True)
+    step = finetune_step(apply_fn, tx, objective=objective, masked=True)
 
     def keep_all(key: jax.Array, params, data) -> dict:
         del key, data

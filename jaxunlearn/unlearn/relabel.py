@@ -22,16 +22,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxunlearn.optim import make_optimizer
 from jaxunlearn.train import Phase
 from jaxunlearn.unlearn.bad_teacher import mixed_pool
-from jaxunlearn.unlearn.base import (
-    Method,
-    UnlearnData,
-    check_budget,
-    make_optimizer,
-    register,
-    training_method,
-)
+from jaxunlearn.unlearn.base import Method, UnlearnData, check_budget, register, training_method
 from jaxunlearn.unlearn.finetune import finetune_step
 from jaxunlearn.unlearn.ssd import minibatch_gradient_moments
 

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import jax
 
-from jaxunlearn.train import Phase, TrainState, ce_step, cosine_with_warmup, sgd
+from jaxunlearn.optim import cosine_with_warmup, sgd
+from jaxunlearn.train import Phase, TrainState, ce_step
 from jaxunlearn.unlearn.base import Method, register
 
 __all__ = ["make_retrain"]

@@ -5,7 +5,7 @@ Per epoch e (SPEC §5):
 - if ``e <= m_steps``: a *forget pass* minimising ``−forget_weight · KL_T(student ‖ original)``
   over the forget stream (the max step: push the student away from the teacher on F);
 - a *retain pass* minimising ``ce_weight · primary(CE) + kl_weight · KL_T(student ‖ original)``
-  over the retain stream (the min step), the CE term through the ``primary_loss`` hook.
+  over the retain stream (the min step), the CE term through the ``objective`` hook.
 
 One optimiser serves both passes; the learning rate follows warm-up + cosine, per epoch. The
 teacher is the starting model, frozen in ``aux["teacher"]``.
@@ -17,9 +17,9 @@ teacher is the starting model, frozen in ``aux["teacher"]``.
 values. SCRUB's own code loops 1-based with ``epoch <= msteps`` (m_steps passes); the configs
 hold the reference's values, which count one pass more.
 
-A-SCRUB (SPEC §4) is this method with the A-AMU primary loss and Adam: the retain pass then
-minimises ``0.99 · ((mean CE)² + (λ/0.99)·MMD²) + 0.001·KL_T`` = ``0.99·(mean CE)² + λ·MMD² +
-0.001·KL_T``, the reference's objective (``with_aamu`` divides λ by ``ce_weight``).
+A-SCRUB (SPEC §4) is this method with the A-AMU objective and Adam: the retain pass then
+minimises ``0.99·(mean CE)² + λ·MMD² + 0.001·KL_T``, the reference's objective (the
+regulariser is added outside ``ce_weight``).
 The reference's A-SCRUB (``unlearn_methods/accelerated_scrub.py``) runs a forget pass in every
 epoch; its one epoch is epoch 0 ≤ ``m_steps``, so it gets its one forget pass here too (with
 more than ``m_steps + 1`` epochs the later ones would have none).
@@ -32,22 +32,10 @@ from collections.abc import Callable
 import jax
 
 from jaxunlearn.losses import kl_with_temperature
-from jaxunlearn.train import (
-    Batch,
-    Phase,
-    TrainState,
-    apply_gradients,
-    cosine_with_warmup,
-    weighted_accuracy,
-)
-from jaxunlearn.unlearn.base import (
-    Method,
-    PrimaryLoss,
-    check_budget,
-    make_optimizer,
-    register,
-    training_method,
-)
+from jaxunlearn.optim import cosine_with_warmup, make_optimizer
+from jaxunlearn.pools import Batch
+from jaxunlearn.train import Phase, TrainState, apply_gradients, weighted_accuracy
+from jaxunlearn.unlearn.base import Method, RetainObjective, check_budget, register, training_method
 from jaxunlearn.unlearn.distill import distill_kl_term, teacher_aux
 from jaxunlearn.unlearn.finetune import finetune_step
 
@@ -91,7 +79,7 @@ def make_scrub(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float
                warmup_epochs: int = 5, m_steps: int = 5, batch_size: int = 64,
                temperature: float = 2.0, forget_weight: float = 0.2, ce_weight: float = 0.99,
                kl_weight: float = 0.001, optimizer: str = "sgd",
-               primary_loss: PrimaryLoss | None = None) -> Method:
+               objective: RetainObjective | None = None) -> Method:
     """SCRUB: forget passes (max KL on F) for ``epoch <= m_steps``, a retain pass every epoch.
 
     Args:
@@ -103,7 +91,7 @@ def make_scrub(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float
       momentum, weight_decay, epochs, warmup_epochs, batch_size: 0.9, 5e-4, 15, 5, 64 (SPEC §5).
       temperature, forget_weight, ce_weight, kl_weight: T = 2, 0.2, 0.99, 0.001.
       optimizer: ``sgd`` or ``adam`` (A-SCRUB).
-      primary_loss: the hook on the retain pass's CE term (A-SCRUB: steepened + MMD).
+      objective: the retain pass's objective hook (A-SCRUB: steepened CE + λ·MMD²).
     """
     del init_fn
     check_budget(epochs, batch_size, lr)
@@ -113,7 +101,7 @@ def make_scrub(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float
     forget = Phase("forget", scrub_forget_step(apply_fn, tx, forget_weight=forget_weight,
                                                temperature=temperature))
     retain = Phase("retain", finetune_step(
-        apply_fn, tx, primary_loss=primary_loss, ce_weight=ce_weight,
+        apply_fn, tx, objective=objective, ce_weight=ce_weight,
         extra_loss=distill_kl_term(apply_fn, kl_weight, temperature)))
 
     def phases(epoch: int):

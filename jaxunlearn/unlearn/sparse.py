@@ -22,16 +22,16 @@ import jax.numpy as jnp
 
 from jaxunlearn import sharding
 from jaxunlearn.checks import check_choice
+from jaxunlearn.optim import constant_with_warmup, make_optimizer
 from jaxunlearn.train import Phase, TrainState
 from jaxunlearn.unlearn.base import (
     Method,
-    PrimaryLoss,
+    RetainObjective,
     check_budget,
-    make_optimizer,
     register,
     training_method,
 )
-from jaxunlearn.unlearn.finetune import constant_with_warmup, finetune_step
+from jaxunlearn.unlearn.finetune import finetune_step
 
 __all__ = ["L1_SCHEDULES", "l1_alpha_schedule", "l1_norm", "make_l1_sparse"]
 
@@ -72,7 +72,7 @@ def make_l1_sparse(apply_fn: Callable, *, init_fn: Callable | None = None, lr: f
                    momentum: float = 0.9, weight_decay: float = 5e-4, epochs: int = 30,
                    warmup_epochs: int = 0, batch_size: int = 64, alpha: float = 1e-4,
                    l1_schedule: str = "linear_decay", no_l1_epochs: int = 1,
-                   optimizer: str = "sgd", primary_loss: PrimaryLoss | None = None) -> Method:
+                   optimizer: str = "sgd", objective: RetainObjective | None = None) -> Method:
     """L1-Sparse: ``primary(CE) + α_e‖θ‖₁`` on the retain stream, constant learning rate.
 
     Args:
@@ -84,7 +84,7 @@ def make_l1_sparse(apply_fn: Callable, *, init_fn: Callable | None = None, lr: f
         the reference's step milestones 50, 75 are never reached).
       alpha, l1_schedule, no_l1_epochs: α = 1e-4, ``linear_decay`` (``constant`` for A-Sparse), 1.
       optimizer: ``sgd`` or ``adam`` (A-Sparse).
-      primary_loss: the hook on the CE term (A-Sparse: steepened + MMD).
+      objective: the retain objective's hook (A-Sparse: steepened CE + λ·MMD²).
     """
     del init_fn
     check_budget(epochs, batch_size, lr)
@@ -95,7 +95,7 @@ def make_l1_sparse(apply_fn: Callable, *, init_fn: Callable | None = None, lr: f
         del logits, batch
         return aux["l1_alpha"] * l1_norm(params)
 
-    step = finetune_step(apply_fn, tx, primary_loss=primary_loss, extra_loss=extra)
+    step = finetune_step(apply_fn, tx, objective=objective, extra_loss=extra)
 
     def first_alpha(key: jax.Array, params, data) -> dict:
         del key, params, data

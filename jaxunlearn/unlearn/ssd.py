@@ -32,7 +32,8 @@ import jax.numpy as jnp
 
 from jaxunlearn import sharding
 from jaxunlearn.losses import cross_entropy, weighted_mean
-from jaxunlearn.train import Batch, Pool, TrainState, epoch_order
+from jaxunlearn.pools import Batch, Pool, epoch_order
+from jaxunlearn.train import TrainState
 from jaxunlearn.unlearn.base import Method, UnlearnData, register, training_method
 
 __all__ = ["make_ssd", "minibatch_gradient_moments", "selective_dampening"]
