@@ -54,7 +54,7 @@ import numpy as np
 from experiments.seeds import synthetic_dataset
 from jaxunlearn.losses import cross_entropy
 from jaxunlearn.models import build_model, init_params
-from jaxunlearn.train import gather_batch
+from jaxunlearn.pools import gather_batch
 from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
 from jaxunlearn.unlearn.aamu import sample_forget_unseen
 

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import seeds  # noqa: E402
 from experiments.configs.base import StudyConfig, from_json  # noqa: E402
 from experiments.io import load_records, restore_params  # noqa: E402
-from experiments.study import RECORD_KEYS, _params_name  # noqa: E402
+from experiments.study import _params_name  # noqa: E402
 from jaxunlearn.metrics import predict_logits  # noqa: E402
 from jaxunlearn.mia import logit_confidence, mia_from_scores, mia_nonmember_index  # noqa: E402
 from jaxunlearn.models import build_model, init_fn_for  # noqa: E402
@@ -53,7 +53,8 @@ def score_all(workdir: str) -> list[dict]:
     model = build_model(cfg.model, ds.num_classes, **cfg.model_kwargs)
     template = init_fn_for(model, ds.x_train.shape[1:])(seeds.seed_keys(0)["init"])
     rows = []
-    for rec in load_records(os.path.join(workdir, "records.jsonl"), RECORD_KEYS):
+    records = load_records(os.path.join(workdir, "records.jsonl"), ("method", "condensed", "seed"))
+    for rec in records:
         if rec.get("round", 0) != 0:
             continue
         seed = int(rec["seed"])
