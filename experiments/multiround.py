@@ -19,6 +19,10 @@ them. ``cumulative``: every image forgotten so far. Either way the retain set is
 complement (what the model may keep), and condensation splits against the cumulative forget
 set. Records carry ``round_target``, ``forget_size`` (cumulative) and ``new_forget_size``.
 
+With Blend, A-SCRUB trains on the *full* retain set, as in the reference's
+``multiround_cond_unlearn.py`` (its records say ``retain_set: "full"``; ``--set
+'full_retain_methods=[]'`` gives it the reduced set like the other methods).
+
 Resuming: finished rounds are not recomputed; each method's latest model is checkpointed under
 ``checkpoints/multiround/`` so the next round continues from it after an interruption. The rounds
 are run by the one study loop (``experiments/study.py``).
@@ -42,6 +46,12 @@ def get_config(name: str = "digits", scale: str | None = None) -> StudyConfig:
     cfg = uniform_config(name, 0.1, scale)
     cfg.name = "multiround"
     cfg.rounds = 3
+    # the reference's multiround_cond_unlearn.py trains A-SCRUB on the full retain set even in
+    # its condensed runs (retain_loader, where the other methods take condensed_loader)
+    cfg.full_retain_methods = ("a_scrub",)
+    cfg.notes = {**cfg.notes, "full_retain_methods": "a_scrub trains on the full retain set in "
+                 "the Blend column, as the reference's multi-round script (--set "
+                 "'full_retain_methods=[]' gives it the reduced set)"}
     return cfg
 
 

@@ -10,10 +10,11 @@ import numpy as np
 
 from experiments import plots
 from experiments.io import atomic_write
+from experiments.paper import PAPER_LABEL, paper_rows
 from jaxunlearn.metrics import confidence_interval
 
-__all__ = ["ablation_table", "average_gap", "column_label", "format_ci", "per_seed_table",
-           "results_table", "rounds_table", "write_report"]
+__all__ = ["ablation_table", "average_gap", "column_label", "format_ci", "paper_table",
+           "per_seed_table", "results_table", "rounds_table", "write_report"]
 
 _GAP_FIELDS = ("forget_acc", "retain_acc", "test_acc", "mia")
 
@@ -92,6 +93,34 @@ def results_table(records: Sequence[dict], round_: int | None = None) -> str:
                       "| method | " + " | ".join(c for c, _ in cols) + " | seeds |",
                       "|---|" + "---|" * (len(cols) + 1), *rows]
     return "\n".join(lines)
+
+
+_PAPER_COLS = (("MIA", "mia"), ("retain acc, trained set", "retain_acc_train_set"),
+               ("forget acc", "forget_acc"), ("test acc", "test_acc"),
+               ("unlearn s", "unlearn_s"))
+
+
+def paper_table(records: Sequence[dict]) -> str:
+    """The paper's numbers beside this study's means, for the paper's dataset and scenario
+    (:mod:`experiments.paper`): each cell "paper / ours". Empty when the paper has none."""
+    r0 = records[0]
+    paper = paper_rows(str(r0.get("dataset")), str(r0.get("scenario")))
+    if not paper:
+        return ""
+    groups = _group(records)
+    lines = ["| method | DC | " + " | ".join(c for c, _ in _PAPER_COLS) + " |",
+             "|---|---|" + "---|" * len(_PAPER_COLS)]
+    for (method, condensed), values in paper.items():
+        rs = groups.get((method, condensed, 0), [])
+        cells = []
+        for _, field in _PAPER_COLS:
+            ours = [r.get(field) for r in rs if r.get(field) is not None]
+            ours_s = f"{np.mean(ours):.{1 if field.endswith('_s') else 2}f}" if ours else "–"
+            theirs = values.get(field)
+            cells.append(f"{'–' if theirs is None else theirs} / {ours_s}")
+        lines.append(f"| {method} | {'yes' if condensed else 'no'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
 
 
 def per_seed_table(records: Sequence[dict], round_: int = 0) -> str:
@@ -207,6 +236,16 @@ def write_report(workdir: str, records: Sequence[dict]) -> str:
     rounds = sorted({int(r.get("round", 0)) for r in records})
     if len(rounds) > 1:
         parts += ["## Over all rounds", "", rounds_table(records), ""]
+    elif not _has_variants(records) and (paper := paper_table(records)):
+        parts += [f"## Beside the paper: {PAPER_LABEL}", "",
+                  f"Each cell: the paper's number / this run's mean over seeds {seeds} "
+                  f"({r0.get('model')}, {r0.get('retain_size', '?')} retain images, this "
+                  "machine). The paper's numbers are not this run's: its model, data size and GPU "
+                  "differ unless this run is the paper's configuration on a GPU. Retain accuracy "
+                  "is on the set each method trained on, as the paper measures it "
+                  "(retain_acc_train_set; the tables above use the real retain set); the paper's "
+                  "class-wise test accuracy includes the forgotten class, as ours does.", "",
+                  paper, ""]
     last = rounds[-1]
     parts += ["## Every seed" + (f", round {last}" if len(rounds) > 1 else ""), "",
               "forget acc / test acc / MIA score of each seed's run (the rows above are their "

@@ -167,13 +167,19 @@ def _restore_or_train(cfg: StudyConfig, paths: StudyPaths, seed: int, apply_fn, 
                     batch_size=o.batch_size,
                     optimizer=optim.sgd(o.lr, o.momentum, o.weight_decay),
                     lr_schedule=optim.cosine_with_warmup(o.lr, o.epochs, o.warmup_epochs),
-                    val=(splits.val_x, splits.val_y), progress=f"original seed {seed}")
+                    # no hold-out (val_fraction 0, the paper's datasets): the last epoch
+                    val=(splits.val_x, splits.val_y) if len(splits.val_y) else None,
+                    progress=f"original seed {seed}")
     jax.block_until_ready(out.params)
     info = {"best_epoch": out.best_epoch, "val_acc": out.best_val_acc,
             "train_s": time.perf_counter() - t0}
     save_params(ckpt, out.params)
     atomic_write(info_path, json.dumps(info))  # written last: marks the checkpoint complete
-    log(f"seed {seed}: original model best epoch {out.best_epoch}, val acc {out.best_val_acc:.2f}%")
+    if len(splits.val_y):
+        log(f"seed {seed}: original model best epoch {out.best_epoch}, "
+            f"val acc {out.best_val_acc:.2f}%")
+    else:
+        log(f"seed {seed}: original model trained ({o.epochs} epochs, no hold-out: last epoch)")
     return out.params, info
 
 

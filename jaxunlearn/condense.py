@@ -61,6 +61,7 @@ __all__ = [
     "SplitOutput",
     "blend_clusters",
     "blend_lr",
+    "blend_matching_loss",
     "blend_prepare_jitted",
     "blend_step_jitted",
     "chunk_layout",
@@ -270,6 +271,41 @@ def _blend_images(wn, xm, seg, num_segments):
     return jax.ops.segment_sum(wn[:, None, None, None] * xm, seg, num_segments)
 
 
+def blend_matching_loss(feats_KxD: jax.Array, mu_KxD: jax.Array, cmask_K: jax.Array,
+                        inv_s: jax.Array) -> jax.Array:
+    """Blend's matching loss from the features: ``inv_s · Σ_s cmask_s · mean_d (φ(x̃_s) − μ_s)²``.
+
+    The reference's ``dist_match`` (an MSE between mean features) summed over clusters and
+    divided by the total number S of free clusters (SPEC §3.3).
+
+    Precision. The loss is computed in float32 at least (features of a lower precision are
+    upcast) and has no matrix product at all: differences, squares and sums only, so no TF32 can
+    enter it on A100/H100 (the precision test reads its lowered program, gradient included). The
+    extractor's forward and backward passes around it (``apply_fn``'s convolutions, in
+    :func:`blend_step_jitted` and for the targets in :func:`blend_prepare_jitted`) keep the
+    backend's default precision, as training does, deliberately: that is what the reference
+    does, PyTorch's ``torch.backends.cudnn.allow_tf32`` being True by default (the reference
+    never changes it), so its cuDNN convolutions run in TF32 on Ampere and later GPUs; and the
+    convolutions are nearly all of Blend's cost (``docs/design_notes.md``), which float32 would
+    multiply by up to 8 on an A100 (19.5 against 156 TFLOPS), while the targets and the blended
+    images' features are computed at one and the same precision either way. For float32
+    convolutions as well, call Blend under ``jax.default_matmul_precision("float32")``.
+
+    Args:
+      feats_KxD: features ``[K, d]`` of the chunk's blended images.
+      mu_KxD: their targets, the mean features of each cluster's members ``[K, d]``.
+      cmask_K: ``[K]`` 1 for a real cluster, 0 for padding.
+      inv_s: 1 / S.
+
+    Returns:
+      This chunk's share of the full-batch loss, a scalar.
+    """
+    f = feats_KxD.astype(jnp.promote_types(feats_KxD.dtype, jnp.float32))
+    mu = mu_KxD.astype(jnp.promote_types(mu_KxD.dtype, jnp.float32))
+    per_cluster = jnp.mean(jnp.square(f - mu), axis=-1)
+    return jnp.sum(per_cluster * cmask_K) * inv_s
+
+
 @partial(jax.jit, static_argnames=("apply_fn", "batch_size", "method"))
 def blend_prepare_jitted(
     extractors, x, member_idx_M, seg_M, mmask_M, counts_K, *, apply_fn, batch_size, method
@@ -328,8 +364,7 @@ def blend_step_jitted(
     def loss_fn(w):
         wn, _ = _normalise(w, seg_M, mmask_M, counts, k, weights)
         f = apply_features(apply_fn, params, _blend_images(wn, xm, seg_M, k), method)
-        per_cluster = jnp.mean(jnp.square(f - mu[e]), axis=-1)
-        return jnp.sum(per_cluster * cmask_K) * inv_s
+        return blend_matching_loss(f, mu[e], cmask_K, inv_s)
 
     loss, g = jax.value_and_grad(loss_fn)(w)
     buf = momentum * buf + g  # PyTorch SGD momentum (dampening 0)

@@ -42,8 +42,10 @@ Both run in one jitted call for all classes: classes are padded to one size
 (:func:`class_index_table`) with a validity mask, and padded rows are never seeds, members or
 re-seed points; a cluster still empty at the end is reported (size 0), nothing downstream
 divides by its size. Squared distances are ``‖x‖² − 2 x·c + ‖c‖²`` (one ``[n, d] × [d, k]``
-matmul per Lloyd step, which dominates the cost), centres by ``segment_sum`` with the mask as
-weights, the Lloyd loop a ``lax.while_loop``. Classes are processed by ``lax.map`` with
+matmul per Lloyd step, which dominates the cost; every such product, seeding included, at
+float32 precision, ``Precision.HIGHEST``, not the TF32 that JAX uses by default on A100/H100:
+``docs/design_notes.md``), centres by ``segment_sum`` with the mask as weights, the Lloyd loop
+a ``lax.while_loop``. Classes are processed by ``lax.map`` with
 ``batch_size=class_batch_size`` (``None``: one class at a time, each stopping at its own
 convergence, the fastest on CPU; a larger value ``vmap``\\s that many classes together, which
 helps on accelerators, but every class in a batch then runs until the slowest converges).
@@ -177,10 +179,19 @@ class PartitionOutput(NamedTuple):
     timings: dict[str, float]
 
 
+# Every distance product of the k-means runs at full float32 precision: ‖x‖² − 2 x·c + ‖c‖²
+# cancels, so TF32 products (JAX's default for float32 on A100/H100) would lose the small
+# distances between close points; the reference computes its distances on the CPU in float32.
+# On CPU float32 products are full precision either way (same numbers). The ott backend's own
+# products are ott's.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
 def _sq_dists(x: jax.Array, x_sq: jax.Array, c: jax.Array) -> jax.Array:
-    """Squared distances ``[n, k]`` as ‖x‖² − 2 x·c + ‖c‖² (one matmul), clamped at 0."""
+    """Squared distances ``[n, k]`` as ‖x‖² − 2 x·c + ‖c‖² (one float32 matmul), clamped at 0."""
     c_sq = jnp.sum(c * c, axis=-1)
-    return jnp.maximum(x_sq[:, None] - 2.0 * (x @ c.T) + c_sq[None, :], 0.0)
+    xc = jnp.matmul(x, c.T, precision=_HIGHEST)
+    return jnp.maximum(x_sq[:, None] - 2.0 * xc + c_sq[None, :], 0.0)
 
 
 class _ClassKMeans(NamedTuple):
@@ -260,7 +271,7 @@ def _kmeans_plus_plus(key: jax.Array, x: jax.Array, x_sq: jax.Array, valid: jax.
         # D² by the matvec form (≈3× faster than Σ (x − c)² on XLA:CPU in an interleaved A/B);
         # a value within float32 rounding of 0 is 0, so the chosen point (and any exact
         # duplicate) is never drawn again, as with the reference's exact Σ (x − c)².
-        d2 = jnp.maximum(x_sq - 2.0 * (x @ c) + c_sq, 0.0)
+        d2 = jnp.maximum(x_sq - 2.0 * jnp.matmul(x, c, precision=_HIGHEST) + c_sq, 0.0)
         d2 = jnp.where(d2 <= 1e-5 * (x_sq + c_sq), 0.0, d2)
         return centres.at[j].set(c), jnp.where(j == 0, d2, jnp.minimum(min_d2, d2))
 

@@ -9,25 +9,26 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
-import io
 import pickle
 import socket
-import struct
 import sys
-import tarfile
 import threading
 import time
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
+from archives import (
+    cifar_batches,
+    pickle_blob,
+    write_cifar10,
+    write_cinic10,
+)
 from sklearn.datasets import load_digits
 
 from jaxunlearn.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
-    CINIC10_CLASSES,
     CINIC10_MEAN,
     CINIC10_STD,
     DatasetNotFoundError,
@@ -204,76 +205,6 @@ def test_load_dataset_bad_arguments(kwargs, match):
 # CIFAR-10 archives written by the test
 
 
-def _cifar_batches(n_per_train_batch=4, n_test=6):
-    rng = np.random.default_rng(123)
-    batches = {}
-    for i in range(1, 6):
-        data = rng.integers(0, 256, (n_per_train_batch, 3072), dtype=np.uint8)
-        labels = [(j + n_per_train_batch * (i - 1)) % 10 for j in range(n_per_train_batch)]
-        batches[f"data_batch_{i}"] = (data, labels)
-    data = rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)
-    batches["test_batch"] = (data, [j % 10 for j in range(n_test)])
-    return batches
-
-
-class _Py2Pickler(pickle._Pickler):
-    """Writes bytes as Python 2 ``str`` opcodes, as in the official (Python 2) CIFAR pickles."""
-
-    def save_bytes(self, obj):
-        n = len(obj)
-        if n < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)
-        self.memoize(obj)
-
-    dispatch = dict(pickle._Pickler.dispatch)
-    dispatch[bytes] = save_bytes
-
-
-def _pickle_blob(data, labels, style: str) -> bytes:
-    if style == "py2":  # the official files: Python 2 strings, numpy 1.x module names
-        buf = io.BytesIO()
-        _Py2Pickler(buf, protocol=2).dump({b"batch_label": b"x", b"labels": labels, b"data": data})
-        return buf.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
-    if style == "py_bytes":  # a Python 3 writer with bytes keys, newest protocol (_frombuffer)
-        return pickle.dumps({b"batch_label": b"x", b"labels": labels, b"data": data}, protocol=5)
-    return pickle.dumps({"batch_label": "x", "labels": labels, "data": data}, protocol=2)
-
-
-def _binary_blob(data, labels) -> bytes:
-    return np.concatenate([np.asarray(labels, np.uint8)[:, None], data], axis=1).tobytes()
-
-
-def _write_cifar(root: Path, fmt: str, packed: bool, batches) -> Path:
-    folder = "cifar-10-batches-bin" if fmt == "bin" else "cifar-10-batches-py"
-    files = {}
-    for name, (data, labels) in batches.items():
-        if fmt == "bin":
-            files[name + ".bin"] = _binary_blob(data, labels)
-        else:
-            files[name] = _pickle_blob(data, labels, fmt)
-    files["readme.html"] = b"<html></html>"
-    if not packed:
-        (root / folder).mkdir(parents=True)
-        for name, blob in files.items():
-            (root / folder / name).write_bytes(blob)
-        return root / folder
-    archive = root / ("cifar-10-binary.tar.gz" if fmt == "bin" else "cifar-10-python.tar.gz")
-    archive.write_bytes(_targz({f"{folder}/{n}": b for n, b in files.items()}))
-    return archive
-
-
-def _targz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, blob in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-    return buf.getvalue()
-
-
 def _expected_hwc(data_NxD: np.ndarray) -> np.ndarray:
     """Pixel (n, h, w, c) of a record is byte c·1024 + h·32 + w (channel-major)."""
     n, h, w, c = np.indices((len(data_NxD), 32, 32, 3))
@@ -287,8 +218,8 @@ def _normalised(u8, mean, std):
 @pytest.mark.parametrize("fmt", ["py2", "py", "py_bytes", "bin"])
 @pytest.mark.parametrize("packed", [True, False], ids=["tarball", "folder"])
 def test_cifar10_reader_formats(tmp_path, fmt, packed):
-    batches = _cifar_batches()
-    _write_cifar(tmp_path, fmt, packed, batches)
+    batches = cifar_batches()
+    write_cifar10(tmp_path, fmt, packed, batches)
     ds = load_dataset("cifar10", data_dir=tmp_path, download=False)
     assert ds.name == "cifar10" and ds.num_classes == 10
     assert ds.x_train.shape == (20, 32, 32, 3) and ds.x_test.shape == (6, 32, 32, 3)
@@ -311,7 +242,7 @@ def test_cifar10_reader_formats(tmp_path, fmt, packed):
 
 
 def test_cifar10_data_dir_from_environment_and_subsampling(tmp_path, monkeypatch):
-    _write_cifar(tmp_path, "bin", False, _cifar_batches())
+    write_cifar10(tmp_path, "bin", False, cifar_batches())
     monkeypatch.setenv("JAXUNLEARN_DATA", str(tmp_path))
     ds = load_dataset("CIFAR-10", download=False, max_per_class_train=1, seed=3)
     np.testing.assert_array_equal(np.bincount(ds.y_train, minlength=10), np.ones(10))
@@ -325,8 +256,8 @@ def test_cifar10_rejects_code_corrupt_archives_and_missing_batches(tmp_path):
 
     folder = tmp_path / "a" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    for name, (data, labels) in _cifar_batches().items():
-        (folder / name).write_bytes(_pickle_blob(data, labels, "py"))
+    for name, (data, labels) in cifar_batches().items():
+        (folder / name).write_bytes(pickle_blob(data, labels, "py"))
     (folder / "data_batch_3").write_bytes(pickle.dumps({"data": Evil(), "labels": []}))
     with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
         load_dataset("cifar10", data_dir=tmp_path / "a", download=False)
@@ -413,8 +344,8 @@ def test_cifar10_download_checks_md5_and_writes_atomically(
 ):
     src = tmp_path / "src"
     src.mkdir()
-    batches = _cifar_batches()
-    blob = _write_cifar(src, "py", True, batches).read_bytes()
+    batches = cifar_batches()
+    blob = write_cifar10(src, "py", True, batches).read_bytes()
     http_server["blob"] = blob
     monkeypatch.setattr(cifar10_mod, "CIFAR10_URL", http_server["url"])
 
@@ -436,29 +367,8 @@ def test_cifar10_download_checks_md5_and_writes_atomically(
 # CINIC-10 folder written by the test
 
 
-def _write_cinic(root: Path, n_train=2, n_test=1):
-    from PIL import Image
-
-    rng = np.random.default_rng(7)
-    images = {}
-    for split, n in (("train", n_train), ("test", n_test), ("valid", 1)):
-        for ci, cls in enumerate(CINIC10_CLASSES):
-            (root / split / cls).mkdir(parents=True)
-            for j in range(n):
-                arr = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                name = f"cifar10-{split}-{j}.png"
-                if split == "train" and ci == 3 and j == 1:  # a grayscale image, as in CINIC-10
-                    gray = arr[..., 0]
-                    Image.fromarray(gray, mode="L").save(root / split / cls / name)
-                    arr = np.repeat(gray[..., None], 3, axis=-1)
-                else:
-                    Image.fromarray(arr).save(root / split / cls / name)
-                images[(split, ci, j)] = arr
-    return images
-
-
 def test_cinic10_folder_reader(tmp_path):
-    images = _write_cinic(tmp_path / "cinic10")
+    images = write_cinic10(tmp_path / "cinic10")
     ds = load_dataset("cinic10", data_dir=tmp_path)
     assert ds.name == "cinic10" and ds.num_classes == 10
     assert ds.x_train.shape == (20, 32, 32, 3) and ds.x_test.shape == (10, 32, 32, 3)
@@ -481,7 +391,7 @@ def test_cinic10_missing_or_malformed(tmp_path):
     assert time.perf_counter() - start < 2.0
     for part in ("train/<class>/*.png", "cinic10", "JAXUNLEARN_DATA", "datashare.ed.ac.uk"):
         assert part in str(info.value), part
-    _write_cinic(tmp_path / "CINIC-10", n_train=1)
+    write_cinic10(tmp_path / "CINIC-10", n_train=1)
     (tmp_path / "CINIC-10" / "test" / "truck").rename(tmp_path / "truck_elsewhere")
     with pytest.raises(DatasetNotFoundError, match=r"missing class folders \['truck'\]"):
         load_dataset("cinic10", data_dir=tmp_path)

@@ -1,8 +1,11 @@
 """CIFAR-10 / ResNet-18 class forgetting with the paper's settings (SPEC §2–§5): GPU work.
 
 Command: ``python -m experiments.cifar10_class_forget --workdir runs/cifar10 --data_dir DIR``.
-Expected (paper, 3 seeds, its GPU): A-CF MIA ≈ 51.7 / 48.3 w/o / w DC, test acc ≈ 77, unlearning
-≈ 76 s → 16 s with Blend; see SPEC §7 and docs/reproduce.md.
+It runs the paper's Table 1 methods (Retrain, CF, bad distillation, L1-Sparse, SCRUB, pruning,
+A-CF) plus A-SCRUB and A-Sparse, each with and without Blend (``--methods`` narrows them), and
+writes the paper's numbers beside ours in ``results.md``. Expected (paper, 3 seeds, its GPU):
+A-CF MIA ≈ 51.7 / 48.3 w/o / w DC, test acc ≈ 77, unlearning ≈ 76 s → 16 s with Blend; see
+docs/reproduce.md.
 
 The method values are the reference's ``cifar10_resnet18(_condense)_hyperparameters.json``,
 which are SPEC §5's: the factories' defaults and ``PAPER_METHODS_DC`` (configs/base.py), so
@@ -26,6 +29,7 @@ from experiments.configs.base import (
     StudyConfig,
     apply_scale,
     merge_methods,
+    paper_study,
 )
 
 __all__ = ["get_config"]
@@ -41,7 +45,7 @@ _BLEND_MEASURED = (
 
 
 def get_config(scale: str = "paper") -> StudyConfig:
-    cfg = StudyConfig(name="cifar10_class_forget", dataset="cifar10", model="resnet18",
+    cfg = paper_study(name="cifar10_class_forget", dataset="cifar10", model="resnet18",
                       ipc=1000, unseen_fraction=0.7)
     cfg.model_method_hparams = {"resnet50": dict(
         method_hparams=merge_methods(RESNET50_METHODS),

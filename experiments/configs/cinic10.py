@@ -23,7 +23,7 @@ not the paper's numbers.
 
 from __future__ import annotations
 
-from experiments.configs.base import StudyConfig, apply_scale
+from experiments.configs.base import StudyConfig, apply_scale, paper_study
 
 __all__ = ["get_config"]
 
@@ -38,7 +38,7 @@ _BLEND_MEASURED = (
 
 
 def get_config(scale: str = "paper") -> StudyConfig:
-    cfg = StudyConfig(name="cinic10", dataset="cinic10", model="resnet18", ipc=800,
+    cfg = paper_study(name="cinic10", dataset="cinic10", model="resnet18", ipc=800,
                       unseen_fraction=0.7)
     # SPEC §4: A-CF's learning rate is 1e-4 on CINIC-10. The reference's
     # cinic10_resnet18(_condense)_hyperparameters.json, where they differ from CIFAR-10:
@@ -52,7 +52,7 @@ def get_config(scale: str = "paper") -> StudyConfig:
         scrub=dict(lr=1e-3, m_steps=10),           # w DC (CIFAR-10: 5e-3, m_steps 9)
         pruning=dict(lr=0.04),
     )
-    cfg.notes = {"ipc": "800 (paper, CINIC-10): clusters of ~11 images",
+    cfg.notes = {**cfg.notes, "ipc": "800 (paper, CINIC-10): clusters of ~11 images",
                  "hparams": "A-CF lr 1e-4 (SPEC §4); SCRUB (w DC: lr 1e-3, m_steps 10), bad "
                             "distillation and pruning from the reference's CINIC-10 files; no "
                             "ResNet-50 file: --model resnet50 keeps these values"}

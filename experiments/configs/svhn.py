@@ -33,6 +33,7 @@ from experiments.configs.base import (
     StudyConfig,
     apply_scale,
     merge_methods,
+    paper_study,
 )
 
 __all__ = ["get_config"]
@@ -48,7 +49,7 @@ _BLEND_MEASURED = (
 
 
 def get_config(scale: str = "paper") -> StudyConfig:
-    cfg = StudyConfig(name="svhn", dataset="svhn", model="resnet18", ipc=100,
+    cfg = paper_study(name="svhn", dataset="svhn", model="resnet18", ipc=100,
                       unseen_fraction=0.7)
     # the reference's svhn_resnet18_condense_hyperparameters.json, where it differs from CIFAR-10
     cfg.method_hparams_dc = merge_methods(cfg.method_hparams_dc, {
@@ -63,7 +64,7 @@ def get_config(scale: str = "paper") -> StudyConfig:
             "bad_distill": dict(lr=4e-3),          # CIFAR-10 ResNet-50: 3e-3
             "l1_sparse": dict(alpha=5e-4),         # CIFAR-10 ResNet-50: 1e-5
         }))}
-    cfg.notes = {"ipc": "100 (paper, SVHN): clusters of ~45 images",
+    cfg.notes = {**cfg.notes, "ipc": "100 (paper, SVHN): clusters of ~45 images",
                  "hparams": "the reference's SVHN files: with DC, CF lr 0.3 and L1-Sparse alpha "
                             "8e-4 (CIFAR-10: 0.04, 1e-4); ResNet-50 tables in "
                             "model_method_hparams"}
