@@ -466,6 +466,23 @@ def test_multiround_continues_each_method_and_reuses_the_partition(uniform_run, 
     assert len(multiround.run(cfg, workdir)) == len(records)  # finished: nothing to do
 
 
+def test_a_full_retain_method_trains_on_the_real_retain_set_with_blend(uniform_run, tmp_path):
+    # the reference's multi-round A-SCRUB (multiround.get_config's full_retain_methods): in the
+    # Blend column it takes the real retain set while the others take the reduced one
+    _, src, _ = uniform_run
+    cfg = _tiny(multiround.get_config())
+    cfg.rounds, cfg.condensation, cfg.full_retain_methods = 1, (True,), ("cf",)
+    cfg.method_hparams["cf_reduced"] = {"method": "cf"}
+    cfg.methods = ("cf", "cf_reduced")
+    workdir = str(tmp_path / "full")
+    _copy_original(src, workdir)
+    by = {r["method"]: r for r in multiround.run(cfg, workdir) if r["method"] != "original"}
+    assert by["cf"]["retain_set"] == "full" and by["cf"]["train_size"] == by["cf"]["retain_size"]
+    assert "retain_set" not in by["cf_reduced"]
+    assert by["cf_reduced"]["train_size"] < by["cf_reduced"]["retain_size"]
+    assert by["cf"]["blend_s"] == by["cf_reduced"]["blend_s"]  # one condensation for the column
+
+
 def test_a_round_targets_its_new_images_or_all_forgotten_so_far():
     cfg = _tiny(multiround.get_config())
     ds = seeds.load_study_dataset(cfg)
