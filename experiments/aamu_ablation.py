@@ -22,7 +22,7 @@ from experiments import cli
 from experiments.configs.base import StudyConfig
 from experiments.configs.digits import get_config as _digits_config
 from experiments.io import atomic_write, prepare_workdir
-from experiments.report import average_gap, format_ci
+from experiments.report import INTERVAL_NOTE, average_gap, format_ci
 from experiments.study import run_study
 from jaxunlearn.losses import ECDF_MODES, STEEPEN_MODES
 
@@ -86,8 +86,8 @@ def run(config: StudyConfig, workdir: str) -> list[dict]:
     with open(paths.results) as f:
         study = f.read()
     table = ablation_table(records, cfg)
-    atomic_write(paths.results, f"# A-AMU ablation ({cfg.base_method})\n\nMean ± 95% CI over "
-                 f"seeds; times in seconds (compile excluded).\n\n{table}\n\n{study}")
+    atomic_write(paths.results, f"# A-AMU ablation ({cfg.base_method})\n\nCells: "
+                 f"{INTERVAL_NOTE}; times in seconds (compile excluded).\n\n{table}\n\n{study}")
     atomic_write(os.path.join(paths.root, "ablation.md"), table + "\n")
     return records
 

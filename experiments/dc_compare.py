@@ -53,8 +53,8 @@ Keys: the seed's keys by purpose (``experiments/seeds.py``), as in every study: 
 
 Writes into ``--workdir``: ``config.json``, ``records.jsonl`` (one row per method × ipc × seed:
 ``method, ipc, seed, condense_s, partition_s, compile_s, iterations, test_acc, n_images`` and
-the stage times, the baselines' calibration and the evaluation budget), ``results.md`` (mean ±
-95% CI over seeds) and ``blend_grid_ipc<ipc>.png`` (blended images beside their clusters'
+the stage times, the baselines' calibration and the evaluation budget), ``results.md`` (means
+over seeds with their range) and ``blend_grid_ipc<ipc>.png`` (blended images beside their clusters'
 members, first seed). A rerun resumes: rows already in ``records.jsonl`` are not recomputed.
 Expected on digits (docs/reproduce.md §6):
 Blend above every baseline at the same time at ipc 1 and 10 (≈85.5% vs 64–71% at 1×, ≈96.3%
@@ -531,7 +531,7 @@ def run(cfg: DCCompareConfig, workdir: str) -> list[dict]:
 
 
 def results_table(records: list[dict], cfg: DCCompareConfig) -> str:
-    """``results.md``: one row per (method, ipc), mean ± 95% CI over seeds."""
+    """``results.md``: one row per (method, ipc), over seeds (``report.INTERVAL_NOTE``)."""
     e = cfg.eval
     ds = records[0] if records else {}
     lines = [

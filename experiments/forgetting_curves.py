@@ -48,7 +48,7 @@ from experiments.configs.digits import get_config as _digits_config
 from experiments.configs.mnist5k import get_config as _mnist5k_config
 from experiments.io import Ledger, atomic_write, load_records, log
 from experiments.plots import forgetting_curves_plot
-from experiments.report import column_label, format_ci
+from experiments.report import INTERVAL_NOTE, column_label, format_ci
 from experiments.study import evaluate, open_study
 from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
 from jaxunlearn.unlearn.base import factory_defaults
@@ -413,7 +413,7 @@ def results_markdown(cfg: dict, records: Sequence[dict]) -> str:
            f"{tol:g}, test accuracy on the retained classes ≥ Retrain's − {tol:g} and the MIA's "
            f"plain AUC within Retrain's ± {tol:g}. Times: unlearning alone (compile and "
            "evaluation excluded); `+ Blend` adds the Blend stages (features, k-means, split, "
-           "Blend) of the seed. Means ± 95% CI over the seeds that reach (Student t); the "
+           "Blend) of the seed. Over the seeds that reach: " + INTERVAL_NOTE + "; the "
            "fraction with its Wilson 95% interval.", "",
            "| seed | forgotten class | Retrain: forget acc | test acc (retained classes) | "
            "MIA auc | time (s) |", "|---|---|---|---|---|---|"]
@@ -455,7 +455,8 @@ def results_markdown(cfg: dict, records: Sequence[dict]) -> str:
         out.append(f"| {method} | {'yes' if condensed else 'no'} | " + " | ".join(cells) + " |")
     out += ["", "## State at each budget", "",
             "Budget-tied methods: the end of each run. Constant-rate methods: the evaluation "
-            "nearest each multiple of the budget in their one long run. Mean ± 95% CI over seeds.",
+            "nearest each multiple of the budget in their one long run. Cells: "
+            + INTERVAL_NOTE + ".",
             "", "| method | Blend | budget × | forget acc | test acc (retained) | MIA auc | "
             "time (s) |", "|---|---|---|---|---|---|---|"]
     for method, condensed in groups:
