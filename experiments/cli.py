@@ -4,8 +4,13 @@
 ``--workdir`` and prints its ``results.md``; bad input is a one-line error (exit code 2), not a
 traceback. Named flags exist only for the fields the study's config has:
 
-- ``--workdir`` (required), ``--config NAME`` and ``--scale paper|cpu`` (studies with several
-  dataset configurations), ``--seeds 3`` (a count) or ``--seeds 0,4`` (a list);
+- ``--workdir`` (default ``runs/<study>``), ``--config NAME`` and ``--scale paper|cpu`` (studies
+  with several dataset configurations), ``--seeds 3`` (a count) or ``--seeds 0,4`` (a list);
+- ``--print_config``: print the resolved configuration, every method's effective
+  hyper-parameters included (its factory's defaults merged with the config's values), and exit;
+- ``--no_compile_cache``: JAX's persistent compilation cache is on by default, in
+  ``$JAXUNLEARN_COMPILE_CACHE`` or ``~/.cache/jaxunlearn/jax`` (``JAXUNLEARN_COMPILE_CACHE=0``
+  turns it off too): a rerun, or another study with the same programs, skips their compilation;
 - ``--methods cf,a_cf`` (or ``all``), ``--dataset``, ``--data_dir``, ``--model``, ``--ipc``,
   ``--no_condensation`` / ``--only_condensation``, ``--save_params``;
 - ``--set KEY=JSON`` (repeatable) for everything else: ``--set original.epochs=5``,
@@ -23,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
+import os
 import sys
 import time
 import types
@@ -31,14 +38,15 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from experiments.configs.base import SCALES, Config, use_model
+from experiments.configs.base import SCALES, Config, to_json, use_model
 from experiments.io import log, prepare_workdir
 from jaxunlearn import sharding
 from jaxunlearn.hostmem import retain_freed_memory
-from jaxunlearn.unlearn import available_methods
+from jaxunlearn.unlearn import available_methods, factory_defaults
 
-__all__ = ["apply_args", "build_parser", "main", "parse_seeds", "run_and_report", "set_value",
-           "start_processes"]
+__all__ = ["apply_args", "build_parser", "compile_cache_dir", "main", "parse_seeds",
+           "resolved_config", "run_and_report", "set_value", "start_processes",
+           "use_compile_cache"]
 
 # Datasets of images so small (digits: 8×8; mnist5k: 28×28×1, ≈6 MiB per activation of a
 # batch-64 step of its width-32 ConvNet) that one malloc arena for every thread would slow their
@@ -76,10 +84,20 @@ def build_parser(doc: str, cfg: Config, configs: Sequence[str] | None = None,
       configs: names of the dataset configurations ``--config`` chooses among (None: no flag).
       scales: offer ``--scale`` (``get_config`` then takes ``scale=``).
     """
-    head, _, rest = doc.strip().partition("\n")
-    p = argparse.ArgumentParser(description=head, epilog=rest,
+    head, _, rest = doc.replace("``", "").strip().partition("\n")  # reST literals as plain text
+    script = os.path.splitext(os.path.basename(sys.argv[0] or ""))[0]
+    prog = (f"python -m experiments.{script}" if script and script.isidentifier()
+            and script not in ("__main__", "pytest") else None)
+    p = argparse.ArgumentParser(prog=prog, description=head, epilog=rest,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True, help="output folder (created; reruns resume)")
+    p.add_argument("--workdir", default=os.path.join("runs", cfg.name),
+                   help="output folder (created; reruns resume; default: runs/<study>)")
+    p.add_argument("--print_config", action="store_true",
+                   help="print the resolved configuration, with every method's effective "
+                        "hyper-parameters, and exit")
+    p.add_argument("--no_compile_cache", action="store_true",
+                   help="do not use JAX's persistent compilation cache (default: on, in "
+                        "$JAXUNLEARN_COMPILE_CACHE or ~/.cache/jaxunlearn/jax)")
     if configs:
         p.add_argument("--config", default=configs[0], choices=list(configs),
                        help=f"dataset configuration (default {configs[0]})")
@@ -249,10 +267,13 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         if dataclasses.is_dataclass(target):
-            if part not in {f.name for f in dataclasses.fields(target)}:
+            names = [f.name for f in dataclasses.fields(target)]
+            if part not in names:
                 where = ".".join(parts[:depth]) or "the config"
+                close = difflib.get_close_matches(part, names, n=3)
+                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
                 raise ValueError(f"unknown config field {'.'.join(parts[:depth + 1])!r} "
-                                 f"(in {where})")
+                                 f"(in {where}){hint}")
             if not last:
                 target = getattr(target, part)
                 continue
@@ -283,7 +304,7 @@ def run_and_report(make_config: Callable[[], Any], run: Callable[[Any, str], Any
 
     Returns the exit code: 0, or 2 after printing the message of a ValueError,
     FileNotFoundError or ImportError (bad input, missing data, a missing optional extra such as
-    ``jaxunlearn[tfds]``) raised before or during the run.
+    the ``tfds`` extra) raised before or during the run.
     """
     try:
         cfg = make_config()
@@ -309,6 +330,8 @@ def main(get_config: Callable[..., Config], run: Callable[[Any, str], Any], doc:
     with ``scale=--scale`` when that flag was passed.
     """
     args = build_parser(doc, get_config(), configs, scales).parse_args(argv)
+    if not args.no_compile_cache:
+        use_compile_cache()
 
     def make_config() -> Config:
         start_processes(args)
@@ -320,4 +343,60 @@ def main(get_config: Callable[..., Config], run: Callable[[Any, str], Any], doc:
             retain_freed_memory(single_arena=True)
         return cfg
 
+    if args.print_config:
+        try:
+            print(json.dumps(resolved_config(make_config()), indent=2, sort_keys=True,
+                             default=str))
+        except (ValueError, ImportError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     return run_and_report(make_config, run, args.workdir)
+
+
+def compile_cache_dir() -> str | None:
+    """Where the CLIs keep JAX's persistent compilation cache: ``$JAXUNLEARN_COMPILE_CACHE``
+    (``0`` or empty: none), else ``$XDG_CACHE_HOME/jaxunlearn/jax`` or
+    ``~/.cache/jaxunlearn/jax``."""
+    env = os.environ.get("JAXUNLEARN_COMPILE_CACHE")
+    if env is not None:
+        return None if env.strip() in ("", "0") else os.path.expanduser(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxunlearn", "jax")
+
+
+def use_compile_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache (:func:`compile_cache_dir`) for programs that
+    took at least 0.2 s to compile; the folder it uses, or ``None``. Compiled programs are keyed
+    by their HLO, the backend, the XLA flags and the versions: a hit is the same program."""
+    import jax
+
+    path = compile_cache_dir()
+    if path is None:
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    return path
+
+
+def resolved_config(cfg: Config) -> dict:
+    """The config as ``config.json`` holds it, plus ``resolved_methods``: for every method and
+    column, the keyword arguments its factory receives merged over its defaults."""
+    out = json.loads(to_json(cfg))
+    methods = getattr(cfg, "methods", None)
+    if methods is None or not hasattr(cfg, "hparams"):
+        return out
+    resolved: dict = {}
+    for name in methods:
+        base = cfg.method_of(name)
+        defaults = factory_defaults(base)
+        for condensed in getattr(cfg, "condensation", (False,)):
+            given = cfg.hparams(name, condensed)
+            unknown = sorted(set(given) - set(defaults))
+            if unknown:
+                raise ValueError(f"method {name!r} ({base}) takes no {unknown}; its "
+                                 f"hyper-parameters: {sorted(defaults)}")
+            resolved[f"{name}{' +DC' if condensed else ''}"] = {
+                "method": base, **defaults, **given}
+    out["resolved_methods"] = resolved
+    return out

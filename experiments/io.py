@@ -14,8 +14,10 @@ all processes take the same path; checkpoints are saved and restored by every pr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -26,18 +28,83 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from experiments.configs.base import Config, to_json
+from experiments.provenance import provenance
 from jaxunlearn import sharding
 
-__all__ = ["Ledger", "StudyPaths", "append_record", "atomic_write", "check_workdir", "column_slug",
-           "exists",
-           "load_records", "log", "prepare_workdir", "remove_tree", "restore_params", "save_config",
-           "save_params"]
+__all__ = ["LOG_FILE", "Ledger", "Progress", "StudyPaths", "append_record", "atomic_write",
+           "check_workdir", "column_slug", "exists", "load_records", "log", "log_to_file",
+           "prepare_workdir", "remove_tree", "restore_params", "save_config", "save_params"]
+
+
+LOGGER = logging.getLogger("jaxunlearn.experiments")
+LOG_FILE = "run.log"
+
+
+class _Stdout(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stdout`` is at each line (so a redirected
+    or captured stdout gets the lines)."""
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        del value
+
+
+def _configure_logger() -> logging.Logger:
+    if not LOGGER.handlers:
+        handler = _Stdout()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
+        LOGGER.addHandler(handler)
+        LOGGER.setLevel(logging.INFO)
+        LOGGER.propagate = False
+    return LOGGER
 
 
 def log(msg: str) -> None:
-    """Print a time-stamped line (process 0 only, when several processes run a study)."""
+    """Log a time-stamped line to stdout and, once a workdir is open, to its ``run.log``
+    (process 0 only, when several processes run a study)."""
     if sharding.is_primary():
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+        _configure_logger().info(msg)
+
+
+def log_to_file(workdir: str) -> None:
+    """Append every later :func:`log` line to ``<workdir>/run.log`` too (one file per workdir;
+    a rerun appends)."""
+    if not sharding.is_primary():
+        return
+    logger = _configure_logger()
+    path = os.path.join(workdir, LOG_FILE)
+    for h in list(logger.handlers):
+        if isinstance(h, logging.FileHandler):
+            if h.baseFilename == os.path.abspath(path):
+                return
+            logger.removeHandler(h)
+            h.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger.addHandler(handler)
+
+
+class Progress:
+    """Study-level progress: ``[k/n, ETA]`` before each run of a study (method × column × seed
+    × round), the ETA from the mean time of the runs done so far in this process."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.t0 = int(total), 0, time.perf_counter()
+
+    def start(self, what: str) -> None:
+        """Log that run ``what`` starts (call once per run, in order)."""
+        self.done += 1
+        eta = ""
+        if self.done > 1:
+            per_run = (time.perf_counter() - self.t0) / (self.done - 1)
+            left = per_run * (self.total - self.done + 1)
+            eta = (f", about {left / 60:.0f} min left" if left >= 90
+                   else f", about {left:.0f} s left")
+        log(f"[{self.done}/{self.total}{eta}] {what}")
 
 
 def column_slug(condensed: bool) -> str:
@@ -68,9 +135,11 @@ def check_workdir(workdir: str) -> str:
 
 
 def prepare_workdir(workdir: str) -> StudyPaths:
-    """Create ``workdir`` (ValueError if it is a file) and name its files."""
+    """Create ``workdir`` (ValueError if it is a file), log into its ``run.log`` from now on, and
+    name its files."""
     workdir = check_workdir(workdir)
     os.makedirs(workdir, exist_ok=True)
+    log_to_file(workdir)
     return StudyPaths(workdir, os.path.join(workdir, "config.json"),
                       os.path.join(workdir, "records.jsonl"), os.path.join(workdir, "results.md"),
                       os.path.join(workdir, "checkpoints"))
@@ -85,6 +154,7 @@ def atomic_write(path: str, text: str | bytes) -> None:
     try:
         with os.fdopen(fd, mode) as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it (mkstemp makes 0600)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -217,9 +287,17 @@ class Ledger:
         return False
 
     def append(self, record: dict) -> None:
-        """Write a record (:func:`append_record`) and count its run as done."""
+        """Write a record (:func:`append_record`), with the run's
+        :func:`~experiments.provenance.provenance`, and count its run as done."""
+        record = {**record, "provenance": record.get("provenance") or provenance()}
         append_record(self.path, record)
         self._records[self.key(record)] = record
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _json_default(x):
@@ -235,13 +313,15 @@ def _json_default(x):
 
 
 def save_config(cfg: Config, path: str) -> None:
-    """Write ``cfg`` to ``path``; refuse a workdir that holds another configuration.
+    """Write ``cfg`` (and the run's :func:`~experiments.provenance.provenance`) to ``path``;
+    refuse a workdir that holds another configuration.
 
     A rerun may change the fields in ``cfg.GROWABLE`` (more seeds, methods, columns...); any
     other difference would mix records of two studies, so it raises ValueError (on every
     process: process 0 checks).
     """
-    text = to_json(cfg)
+    text = json.dumps({**json.loads(to_json(cfg)), "provenance": provenance()}, indent=2,
+                      sort_keys=True)
     sharding.agree(lambda: _check_and_save_config(text, path, cfg.GROWABLE))
 
 
@@ -250,8 +330,9 @@ def _check_and_save_config(text: str, path: str, growable) -> None:
         with open(path) as f:
             old = json.load(f)  # raw JSON: compared field by field
         new = json.loads(text)
+        # the provenance of the latest run is written; records carry each run's own
         diff = sorted(k for k in set(old) | set(new)
-                      if k not in growable and old.get(k) != new.get(k))
+                      if k not in (*growable, "provenance") and old.get(k) != new.get(k))
         if diff:
             raise ValueError(f"workdir {os.path.dirname(path)!r} holds a study with a different "
                              f"configuration (differs in {diff}); use another --workdir")

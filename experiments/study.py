@@ -37,6 +37,7 @@ from experiments.condensation import condense_for_study
 from experiments.configs.base import StudyConfig
 from experiments.io import (
     Ledger,
+    Progress,
     StudyPaths,
     check_workdir,
     column_slug,
@@ -56,7 +57,14 @@ from jaxunlearn.evaluate import evaluate_unlearning, loss_histogram
 from jaxunlearn.metrics import accuracy
 from jaxunlearn.mia import PHI_MODES, SWAP_RULES
 from jaxunlearn.models import build_model, init_fn_for
-from jaxunlearn.unlearn import Method, available_methods, make_method, make_unlearn_data, run_method
+from jaxunlearn.unlearn import (
+    Method,
+    available_methods,
+    factory_defaults,
+    make_method,
+    make_unlearn_data,
+    run_method,
+)
 
 __all__ = ["BLEND_COLUMNS", "ROUND_TARGETS", "Column", "Columns", "RetainSet",
            "SeedColumns", "Study", "build_methods", "evaluate", "open_study", "record_ledger",
@@ -289,6 +297,7 @@ def run_one(cfg: StudyConfig, paths: StudyPaths, ctx: SeedContext, forget, name:
     n = int(data.retain.n)
     retain_train_set = sharding.to_host((data.retain.x[:n], data.retain.y[:n]))
     rec = {**base, "method": name, "condensed": column.condensed, "train_size": train_size,
+           "hparams": {**factory_defaults(method.name), **method.hparams},
            "unlearn_s": out.unlearn_s, "compile_s": out.compile_s,
            **evaluate(cfg, ctx, out.params, forget),
            "retain_acc_train_set": accuracy(ctx.apply_fn, out.params, *retain_train_set,
@@ -328,6 +337,8 @@ def run_study(cfg: StudyConfig, workdir: str, columns: Columns = BLEND_COLUMNS) 
     study = open_study(cfg, workdir, cols)
     paths, ledger = study.paths, study.ledger
     rounds = range(cfg.rounds)
+    progress = Progress(sum(not ledger.has(_run(m, c, seed, r)) for seed in cfg.seeds
+                            for c in cols for r in rounds for m in cfg.methods))
     for seed in cfg.seeds:
         if ledger.seed_done(seed, [_run("original", Column(False), seed, r) for r in rounds] + [
                 _run(m, c, seed, r) for c in cols for r in rounds for m in cfg.methods]):
@@ -341,14 +352,14 @@ def run_study(cfg: StudyConfig, workdir: str, columns: Columns = BLEND_COLUMNS) 
                 rec = _original_record(cfg, ctx, round_target(cfg, forgets, r), base)
                 ledger.append({**rec, **seed_cols.metrics(ctx.original)})
         for column in cols:
-            _run_column(cfg, study, ctx, forgets, seed_cols, column)
+            _run_column(cfg, study, ctx, forgets, seed_cols, column, progress)
         write_results(paths)
     write_results(paths)
     return load_records(paths.records)
 
 
 def _run_column(cfg: StudyConfig, study: Study, ctx: SeedContext, forgets: list,
-                seed_cols: SeedColumns, column: Column) -> None:
+                seed_cols: SeedColumns, column: Column, progress: Progress) -> None:
     """Every method on one column, round after round, each continuing from its own model."""
     paths, seed = study.paths, ctx.seed
     latest: dict = {}  # method -> its model after the last finished round
@@ -380,6 +391,8 @@ def _run_column(cfg: StudyConfig, study: Study, ctx: SeedContext, forgets: list,
         rctx = ctx if r == 0 else ctx._replace(
             keys={**ctx.keys, "unlearn": jax.random.fold_in(ctx.keys["unlearn"], r)})
         for name in pending:
+            progress.start(f"{column_label(name, column.condensed)} seed {seed}"
+                           + (f" round {r}" if cfg.rounds > 1 else ""))
             start = None
             if r > 0:
                 start = latest.get(name)

@@ -262,7 +262,9 @@ def run_phases(
             end_epoch(epoch, state, epoch_metrics)
         history.append(epoch_metrics)
         if bar is not None:
-            bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in epoch_metrics.items()
+            bar.set_postfix({k.split("/")[-1]: (f"{100 * v:.1f}%" if k.endswith("acc")
+                                                 else f"{v:.3g}")  # accuracy in %, as the logs
+                             for k, v in epoch_metrics.items()
                              if isinstance(v, float) and k != "lr"}, refresh=False)
             bar.update(1)
     if bar is not None:

@@ -36,6 +36,10 @@ from jaxunlearn.hostmem import retain_freed_memory  # noqa: E402
 
 retain_freed_memory(single_arena=False)  # tiny shapes, as the digits studies (hostmem.py)
 
+# The CLIs turn JAX's persistent compilation cache on in the user's cache folder; the tests (and
+# the study subprocesses they start) use it only when asked, in the folder asked for.
+os.environ["JAXUNLEARN_COMPILE_CACHE"] = os.environ.get("JAXUNLEARN_TEST_COMPILE_CACHE", "0")
+
 if os.environ.get("JAXUNLEARN_TEST_COMPILE_CACHE"):
     # Opt-in: JAX's persistent compilation cache in that folder, for every program, so a rerun
     # skips most compilation (measured: the default tier in 103 s warm against 146-175 s

@@ -59,3 +59,56 @@ def test_the_mia_options_are_a_section_checked_before_any_work():
         study.validate_config(_set("mia.swap=max"))
     with pytest.raises(ValueError, match="--set mia.standardize: expected bool"):
         _set("mia.standardize=1")
+
+
+def test_print_config_shows_every_methods_effective_hyper_parameters(capsys):
+    import json
+
+    assert class_forget.main(["--print_config", "--methods", "a_cf,cf",
+                              "--set", "method_hparams.cf.epochs=3"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    a_cf = cfg["resolved_methods"]["a_cf"]
+    # the factory's defaults (base method's included) merged with the config's values
+    assert (a_cf["method"], a_cf["batch_size"], a_cf["lam"], a_cf["optimizer"]) == (
+        "a_cf", 16, 34.0, "adam")
+    assert cfg["resolved_methods"]["cf"]["epochs"] == 3
+    assert cfg["resolved_methods"]["cf +DC"]["momentum"] == 0.502
+    assert class_forget.main(["--print_config", "--set", "method_hparams.cf.lamda=1"]) == 2
+    assert "takes no ['lamda']" in capsys.readouterr().err
+
+
+def test_usability_of_the_command_line(tmp_path, capsys):
+    import os
+
+    from experiments.io import atomic_write, log, prepare_workdir
+
+    cfg = class_forget.get_config()
+    parser = cli.build_parser(class_forget.__doc__, cfg)
+    assert parser.parse_args([]).workdir == os.path.join("runs", "class_forget")  # a default
+    assert "``" not in parser.format_help()  # no raw reST literals
+    with pytest.raises(ValueError, match="did you mean 'original'"):
+        _set("origial.epochs=3")
+    paths = prepare_workdir(str(tmp_path / "w"))
+    atomic_write(paths.results, "x")
+    assert os.stat(paths.results).st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
+    log("a line for the log file")
+    assert "a line for the log file" in capsys.readouterr().out
+    assert "a line for the log file" in (tmp_path / "w" / "run.log").read_text()
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_the_compile_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAXUNLEARN_COMPILE_CACHE", "0")
+    assert cli.compile_cache_dir() is None
+    monkeypatch.setenv("JAXUNLEARN_COMPILE_CACHE", str(tmp_path))
+    assert cli.compile_cache_dir() == str(tmp_path)
+    monkeypatch.delenv("JAXUNLEARN_COMPILE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    assert cli.compile_cache_dir() == str(tmp_path / "c" / "jaxunlearn" / "jax")

@@ -47,7 +47,10 @@ def test_the_ledger_is_the_one_resume_rule(tmp_path, capsys):
     assert not ledger.seed_done(0, runs)
     ledger.append(_B)  # written, and counted as done
     assert ledger.seed_done(0, runs) and "seed 0: all records present" in capsys.readouterr().out
-    assert load_records(path, RECORD_KEYS) == [_A, _B]
+    written = load_records(path, RECORD_KEYS)
+    assert written[0] == _A and {k: written[1][k] for k in _B} == _B
+    assert set(written[1]["provenance"]) == {"versions", "git_commit", "git_dirty", "devices"}
+    assert written[1]["provenance"]["versions"]["jax"]  # where the number came from
     assert ledger.get({**_B, "round": 0})["mia"] == 51.0
     with pytest.raises(ValueError, match="lacks 'ipc'"):  # a key field these records lack
         Ledger(path, {"method": str, "ipc": int, "seed": int})

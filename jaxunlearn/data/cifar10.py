@@ -208,7 +208,7 @@ def _missing_message(data_dir: Path, reason: str) -> str:
         f"its extracted {_PY_DIR}/ or {_BIN_DIR}/ folder, into {data_dir};\n"
         "  2. or point to the folder that holds it: set JAXUNLEARN_DATA=/path/to/folder, or pass "
         "data_dir=... to load_dataset (--data_dir in the experiment scripts);\n"
-        '  3. or use TensorFlow Datasets: pip install "jaxunlearn[tfds]", prepare it with '
+        '  3. or use TensorFlow Datasets (pip install -e ".[tfds]" in a checkout), prepare it with '
         "`tfds build cifar10`, then load_dataset('tfds:cifar10')."
     )
 

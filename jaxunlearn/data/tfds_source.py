@@ -22,7 +22,8 @@ __all__ = ["SVHN_MEAN", "SVHN_STD", "default_tfds_dir", "read_tfds"]
 SVHN_MEAN = (0.4377, 0.4438, 0.4728)
 SVHN_STD = (0.1980, 0.2010, 0.1970)
 
-_INSTALL = 'pip install "jaxunlearn[tfds]"'
+_INSTALL = ('pip install tensorflow-datasets tensorflow-cpu importlib_resources pillow '
+            '(in a checkout: pip install -e ".[tfds]")')
 
 
 def default_tfds_dir() -> str:
@@ -35,8 +36,7 @@ def _import_tfds():
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise ImportError(
-            f"loading tfds datasets needs TensorFlow Datasets: {_INSTALL} "
-            "(installs tensorflow-datasets and tensorflow-cpu)"
+            f"loading tfds datasets needs TensorFlow Datasets: {_INSTALL}"
         ) from e
     return tfds
 
