@@ -1,4 +1,4 @@
-"""Benchmark of one A-CF step against one CF step and against its floor (SPEC §4, §6 "Time").
+"""Benchmark of one A-CF step against one CF step and against its floor (method.md §4, §6 "Time").
 
 Data: CIFAR-shaped synthetic images (``experiments.seeds.synthetic_dataset``: 10 classes × 500
 training images 32×32×3, 100 held-out images per class as the unseen pool U), class 0 forgotten:

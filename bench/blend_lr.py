@@ -1,6 +1,7 @@
 """Blend's learning rate in the CPU-sized configs: the small ipc's cubic, or the paper's step.
 
-``--scale cpu`` keeps ``blend_lr(ipc)`` (SPEC §3.3) at its smaller ipc. Blend's loss is averaged
+``--scale cpu`` keeps ``blend_lr(ipc)`` (method.md §3.3) at its smaller ipc. Blend's loss is
+averaged
 over the S free clusters, so each cluster's weights move by ``lr / S`` per unit gradient; at the
 CPU ipcs that step is 10–60× smaller than at the paper's scale (CIFAR-10: ipc 100 gives
 blend_lr = 100 over S = 900 clusters, 0.11, against 9,999 over 9,000 at ipc 1000, 1.11). This

@@ -1,4 +1,4 @@
-"""Benchmark of Blend condensation stages against their floors (SPEC §3, §6 "Time").
+"""Benchmark of Blend condensation stages against their floors (docs/method.md §3, §6 "Time").
 
 Data: CIFAR-shaped synthetic images (10 classes × N images of 32×32×3, each class a continuum
 between smooth prototypes, plus noise). Model: the ConvNet-3 (width 128, 2048-d embedding).

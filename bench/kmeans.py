@@ -1,4 +1,4 @@
-"""Benchmark of the two k-means procedures of the Blend partition (SPEC §3.1; issue 11 item 6).
+"""Benchmark of the two k-means procedures of the Blend partition (docs/method.md §3.1).
 
 ``procedure="reference"`` (the default: DC_Unlearning's ``kmeans_pytorch``, plain k-means++,
 stop when Σ‖Δc‖ < tol, random re-seed of empty clusters) against ``procedure="sklearn"``

@@ -1,4 +1,5 @@
-"""Ablation of A-AMU's loss transform: three ``ecdf`` modes × two ``steepen`` options (SPEC §4).
+"""Ablation of A-AMU's loss transform (method.md §4): three ``ecdf`` modes × two ``steepen``
+options.
 
     python -m experiments.aamu_ablation --workdir runs/aamu_ablation
     python -m experiments.aamu_ablation --workdir runs/abl --set 'base_method="a_scrub"'

@@ -6,13 +6,13 @@
 
 One script, seven retain sets (``variants``, a config value), each unlearned with L1-Sparse under
 10% uniform forgetting as in the paper. With the partition of the training set into clusters and
-the free/residual split of the forget request (SPEC §3.1–3.2):
+the free/residual split of the forget request (docs/method.md §3.1–3.2):
 
 ==================  ==========================================================================
 variant             retain set trained on
 ==================  ==========================================================================
 condense_all        every cluster's retain images blended into one image (no split)
-blend               residual images raw + free clusters blended: the method (SPEC §3.3)
+blend               residual images raw + free clusters blended: the method (docs/method.md §3.3)
 condensed_free      free clusters blended, residual images dropped
 free_raw            free clusters' images, raw
 condensed_residual  touched clusters' retain images blended, free images dropped

@@ -1,4 +1,4 @@
-"""The paper's CIFAR-10 class-forgetting study (ResNet-18, SPEC hyper-parameters; meant for a GPU).
+"""The paper's CIFAR-10 class-forgetting study (ResNet-18, the paper's hyper-parameters; GPU).
 
     python -m experiments.cifar10_class_forget --workdir runs/cifar10 --data_dir ~/data
     python -m experiments.cifar10_class_forget --workdir runs/cifar10_cpu --scale cpu

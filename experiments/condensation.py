@@ -1,5 +1,5 @@
 """Blend condensation inside a study: the partition once per seed (cached), then split + Blend per
-forget request (SPEC §3). The library does the work (:mod:`jaxunlearn.partition`,
+forget request (docs/method.md §3). The library does the work (:mod:`jaxunlearn.partition`,
 :mod:`jaxunlearn.condense`); this module only picks the networks, caches and reports times."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _TIMING_KEYS = ("embed_s", "kmeans_s", "embed_compile_s", "kmeans_compile_s")
 
 
 def convnet(net: Any, image_shape: tuple, num_classes: int):
-    """The random, never-trained ConvNet of ψ and φ (SPEC §3.1, §3.3), or any ConvNet of a
+    """The random, never-trained ConvNet of ψ and φ (docs/method.md §3.1, §3.3), or any ConvNet of a
     :class:`~experiments.configs.base.NetSettings` (depth None: 3 at 32×32, 2 below)."""
     depth = net.depth or (3 if image_shape[0] >= 32 else 2)
     return build_model("convnet", num_classes, depth=depth, width=net.width)

@@ -1,4 +1,4 @@
-"""Dataset-condensation comparison: Blend against DM, GM and IDM (SPEC §3.4, paper §4.2).
+"""Dataset-condensation comparison: Blend against DM, GM and IDM (docs/method.md §3.4, paper §4.2).
 
     python -m experiments.dc_compare --workdir runs/dc_compare                   # embedded digits
     python -m experiments.dc_compare --workdir runs/dc_c10 --config cifar10 --data_dir D \\
@@ -10,8 +10,9 @@ is condensed to ``ipc`` images per class by
 
 - **Blend** (the library's :func:`jaxunlearn.partition.partition_by_class` +
   :func:`jaxunlearn.condense.blend_clusters`): random-feature embedding + per-class k-means with
-  ``ipc`` clusters, then every non-empty cluster blended into one image, 20 iterations (SPEC
-  §3.3), lr = ``blend_lr(ipc)``. With no forget request every cluster is free, so the whole
+  ``ipc`` clusters, then every non-empty cluster blended into one image, 20 iterations
+  (docs/method.md §3.3), lr = ``blend_lr(ipc)``. With no forget request every cluster is free, so
+  the whole
   training set is condensed (``split_free_residual`` rejects an empty forget set; the "split" is
   the choice of the non-empty clusters and is timed as such). Its time is reported two ways:
   ``Blend (blend only)`` = split + blend (the reference's timer) and ``Blend (+partition)`` =
@@ -131,7 +132,7 @@ BASELINES = ("dm", "gm", "idm")  # the reference's cond.py runs all three after 
 
 @dataclasses.dataclass
 class DMSettings:
-    """Distribution matching's optimisation (SPEC §3.4): the reference's cond.py values.
+    """Distribution matching's optimisation (docs/method.md §3.4): the reference's cond.py values.
 
     ``lr=1.0`` (with ``dsa=false``) is the DM paper's setting and this study's before DSA.
     """

@@ -1,4 +1,4 @@
-"""Multi-round uniform forgetting (SPEC §1; the paper's multi-round study, CINIC-10 in the paper).
+"""Multi-round uniform forgetting (method.md §1; the paper's multi-round study, on CINIC-10).
 
     python -m experiments.multiround --workdir runs/multiround                 # embedded digits
     python -m experiments.multiround --config cinic10 --workdir runs/mr --data_dir D   # paper, GPU

@@ -26,7 +26,7 @@ _CLASSWISE = {
 }
 _FIELDS = ("mia", "retain_acc_train_set", "forget_acc", "test_acc", "unlearn_s")
 
-# 10% uniform forgetting: what the paper gives (SPEC §7)
+# 10% uniform forgetting: what the paper gives (docs/method.md §7)
 _UNIFORM = {
     "retrain": ({"unlearn_s": 1132.2}, {"unlearn_s": 664.7}),
     "cf": ({"unlearn_s": 561.8}, {"unlearn_s": 332.2}),

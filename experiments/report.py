@@ -75,7 +75,7 @@ def _group(records: Sequence[dict]) -> dict[tuple, list[dict]]:
 
 def average_gap(records: Sequence[dict], method: str, condensed: bool, round_: int = 0) -> list:
     """Per seed: mean |Δ| to Retrain (same seed, same condensation) over forget/retain/test
-    accuracy and MIA (SPEC §6, as SalUn reports it)."""
+    accuracy and MIA (docs/method.md §6, as SalUn reports it)."""
     by_seed = {(r["seed"]): r for r in records
                if r["method"] == "retrain" and bool(r["condensed"]) == condensed
                and int(r.get("round", 0)) == round_}

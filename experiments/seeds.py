@@ -104,7 +104,7 @@ def make_forget(cfg: StudyConfig, splits: Any, seed: int, among=None) -> Any:
 
 def round_forget_sets(cfg: StudyConfig, splits: Any, seed: int) -> list:
     """The cumulative forget set of every round (round r > 0 draws with seed ``seed + 1000 r``):
-    round r forgets ``forget_fraction`` of the retain set left after round r − 1 (SPEC §1)."""
+    round r forgets ``forget_fraction`` of the retain set left after round r − 1 (method.md §1)."""
     sets = [make_forget(cfg, splits, seed)]
     for r in range(1, cfg.rounds):
         sets.append(jdata.next_round_forget(splits.train_y, sets[-1], cfg.forget_fraction,

@@ -167,7 +167,7 @@ def validate_config(cfg: StudyConfig) -> None:
     if cfg.rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {cfg.rounds}")
     if cfg.rounds > 1 and cfg.scenario != "uniform":
-        raise ValueError(f"multi-round forgetting is uniform (SPEC §1); got scenario "
+        raise ValueError(f"multi-round forgetting is uniform (docs/method.md §1); got scenario "
                          f"{cfg.scenario!r}")
     if cfg.ipc < 1:
         raise ValueError(f"ipc must be >= 1, got {cfg.ipc}")
@@ -222,7 +222,7 @@ def open_study(cfg: StudyConfig, workdir: str, columns: list[Column]) -> Study:
 def evaluate(cfg: StudyConfig, ctx: SeedContext, params: Any, forget, *,
              loss_hist: bool = True) -> dict:
     """Accuracies, the MIA and (``loss_hist``) the forget/unseen loss histograms of ``params``
-    (SPEC §6)."""
+    (docs/method.md §6)."""
     s = ctx.splits
     fx, fy = s.train_x[forget.forget_idx], s.train_y[forget.forget_idx]
     out = evaluate_unlearning(

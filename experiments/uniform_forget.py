@@ -1,4 +1,4 @@
-"""Uniform random forgetting study (SPEC §1, §7: the paper's 10% uniform-forgetting table).
+"""Uniform random forgetting study (method.md §1, §7: the paper's 10% uniform-forgetting table).
 
     python -m experiments.uniform_forget --workdir runs/uniform                  # embedded digits
     python -m experiments.uniform_forget --workdir runs/uniform50 --set forget_fraction=0.5

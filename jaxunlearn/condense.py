@@ -1,4 +1,4 @@
-"""Blend dataset condensation (SPEC §3.2–3.3).
+"""Blend dataset condensation (docs/method.md §3.2–3.3).
 
 Given the partition of :mod:`jaxunlearn.partition` and a forget request:
 
@@ -29,7 +29,7 @@ Shared pieces live in the module a reader would open for them: the extractors' f
 ``init_fn`` in :mod:`jaxunlearn.models` (:func:`~jaxunlearn.models.batched_features`,
 :func:`~jaxunlearn.models.init_fn_for`), the per-class row table in :mod:`jaxunlearn.partition`,
 the input checks in :mod:`jaxunlearn.checks`, ahead-of-time compilation timed apart in
-:mod:`jaxunlearn.timing`. The condensation baselines of SPEC §3.4 have their own modules:
+:mod:`jaxunlearn.timing`. The condensation baselines of docs/method.md §3.4 have their own modules:
 :mod:`jaxunlearn.dm` (distribution matching), :mod:`jaxunlearn.gm` (gradient
 matching), :mod:`jaxunlearn.idm` (improved distribution matching) and their augmentation
 :mod:`jaxunlearn.dsa`.
@@ -81,12 +81,12 @@ _SUM_EPS = 1e-6
 
 
 # ----------------------------------------------------------------------------------------------
-# Free / residual split (SPEC §3.2)
+# Free / residual split (docs/method.md §3.2)
 # ----------------------------------------------------------------------------------------------
 
 
 class SplitOutput(NamedTuple):
-    """Free / residual split of the training set for one forget request (SPEC §3.2).
+    """Free / residual split of the training set for one forget request (docs/method.md §3.2).
 
     Attributes:
       free_clusters: ``[S]`` int32 ids of the free clusters with at least one retain image,
@@ -124,7 +124,7 @@ class SplitOutput(NamedTuple):
 def split_free_residual(
     cluster_ids: Any, forget_idx: Any, retain_idx: Any, num_clusters: int
 ) -> SplitOutput:
-    """Split clusters into free (condensed) and touched (retain images kept raw) (SPEC §3.2).
+    """Split clusters into free (condensed) and touched (retain images kept raw) (method.md §3.2).
 
     Args:
       cluster_ids: ``[n]`` cluster id of every training example (``PartitionOutput.cluster_ids``).
@@ -179,12 +179,12 @@ def split_free_residual(
 
 
 # ----------------------------------------------------------------------------------------------
-# Blend (SPEC §3.3)
+# Blend (docs/method.md §3.3)
 # ----------------------------------------------------------------------------------------------
 
 
 def blend_lr(ipc: int) -> float:
-    """The reference's empirical learning rate for Blend as a cubic in ``ipc`` (SPEC §3.3).
+    """The reference's empirical learning rate for Blend as a cubic in ``ipc`` (method.md §3.3).
 
     lr = −2.397e-6·ipc³ + 0.01265·ipc² − 0.2558·ipc + 1.461 (ipc 10 → 0.166, 100 → ≈100,
     1000 → ≈9999). Large because the loss is averaged over the S free clusters.
@@ -205,7 +205,7 @@ def blend_lr(ipc: int) -> float:
 
 
 class BlendOutput(NamedTuple):
-    """Blended images, one per free cluster (SPEC §3.3).
+    """Blended images, one per free cluster (docs/method.md §3.3).
 
     Attributes:
       images: ``[S, h, w, c]`` blended images (device array), in ``free_clusters`` order.
@@ -276,7 +276,7 @@ def blend_matching_loss(feats_KxD: jax.Array, mu_KxD: jax.Array, cmask_K: jax.Ar
     """Blend's matching loss from the features: ``inv_s · Σ_s cmask_s · mean_d (φ(x̃_s) − μ_s)²``.
 
     The reference's ``dist_match`` (an MSE between mean features) summed over clusters and
-    divided by the total number S of free clusters (SPEC §3.3).
+    divided by the total number S of free clusters (docs/method.md §3.3).
 
     Precision. The loss is computed in float32 at least (features of a lower precision are
     upcast) and has no matrix product at all: differences, squares and sums only, so no TF32 can
@@ -597,7 +597,7 @@ def blend_clusters(
     batch_size: int = 1024,
     method: str | None = "features",
 ) -> BlendOutput:
-    """Condense every free cluster into one blended image, all clusters at once (SPEC §3.3).
+    """Condense every free cluster into one blended image, all clusters at once (method.md §3.3).
 
     The extractor φ is a random frozen network ``init_fn(key)`` of the same architecture as the
     model (a key different from the partition's). With ``n_extractors > 1`` iteration ``it``
@@ -682,7 +682,7 @@ def blend_clusters(
 def reduced_retain_set(
     x_NxHxWxC: jax.Array, y_N: Any, split: SplitOutput, blend: BlendOutput | None
 ) -> tuple[jax.Array, jax.Array]:
-    """The reduced retain set R_residual ∪ {x̃_s} (SPEC §3.3): residual images, then blended.
+    """The reduced retain set R_residual ∪ {x̃_s} (method.md §3.3): residual images, then blended.
 
     Args:
       x_NxHxWxC: training images ``[n, h, w, c]``.
@@ -703,7 +703,7 @@ def reduced_retain_set(
 
 
 class CondenseOutput(NamedTuple):
-    """Reduced retain set of one forget request with its stages (SPEC §3.2–3.3).
+    """Reduced retain set of one forget request with its stages (docs/method.md §3.2–3.3).
 
     Attributes:
       x, y: the reduced retain set ``[n_reduced, h, w, c]``, ``[n_reduced]``.
@@ -735,7 +735,7 @@ def condense(
     key: jax.Array,
     **blend_kwargs: Any,
 ) -> CondenseOutput:
-    """Split + Blend + reduced retain set for one forget request (SPEC §3.2–3.3).
+    """Split + Blend + reduced retain set for one forget request (docs/method.md §3.2–3.3).
 
     Args:
       apply_fn, init_fn: the extractor's architecture (see :func:`blend_clusters`).

@@ -1,4 +1,4 @@
-"""Distribution matching (DM, Zhao & Bilen 2023), a condensation baseline of SPEC §3.4.
+"""Distribution matching (DM, Zhao & Bilen 2023), a condensation baseline of docs/method.md §3.4.
 
 As the reference runs it (algebraicdianuj/DC_Unlearning ``dc_methods/distribution_matching.py``
 with ``cond.py``'s arguments): synthetic pixels start as ``ipc`` distinct real images of each

@@ -1,4 +1,4 @@
-"""Differentiable siamese augmentation (DSA) of the dataset-condensation baselines (SPEC §3.4).
+"""Differentiable siamese augmentation (DSA) of the dataset-condensation baselines (method.md §3.4).
 
 A JAX port of the reference's ``DiffAugment`` (algebraicdianuj/DC_Unlearning,
 ``utils/dc_utils.py``, itself from Zhao & Bilen 2021, "Dataset Condensation with Differentiable

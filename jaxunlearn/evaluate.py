@@ -1,4 +1,4 @@
-"""The evaluation record of one unlearned model (SPEC §6): accuracies, the MIA score, and the
+"""The evaluation record of one unlearned model (method.md §6): accuracies, the MIA score, and the
 per-example loss histograms that the report's plots draw."""
 
 from __future__ import annotations

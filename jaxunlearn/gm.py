@@ -1,4 +1,4 @@
-"""Gradient matching (DC/DSA, Zhao et al. 2021), a condensation baseline of SPEC §3.4.
+"""Gradient matching (DC/DSA, Zhao et al. 2021), a condensation baseline of docs/method.md §3.4.
 
 As the reference runs it (algebraicdianuj/DC_Unlearning ``dc_methods/gradient_matching.py``
 with ``cond.py``'s arguments: 1,000 iterations, ``lr_img=0.1``, ``lr_net=0.01``,

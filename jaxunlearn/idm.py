@@ -1,4 +1,4 @@
-"""Improved distribution matching (IDM, Zhao et al. 2023) as the reference executes it (SPEC §3.4).
+"""Improved distribution matching (IDM, Zhao et al. 2023) as the reference runs it (method.md §3.4).
 
 The reference (algebraicdianuj/DC_Unlearning ``dc_methods/i_distribution_matching.py``, called by
 ``cond.py`` with ``do_aug=False``, ``syn_ce=False``, ``ce_weight=0.1``, ``aug_num=1``,

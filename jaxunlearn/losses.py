@@ -1,4 +1,4 @@
-"""Losses of unlearning (SPEC §4, §5): per-example CE, KL with temperature, the A-AMU regulariser.
+"""Losses of unlearning (method.md §4, §5): per-example CE, KL with temperature, A-AMU's term.
 
 Everything here is a pure JAX function over arrays, usable under ``jit``/``grad``/``vmap``.
 Per-example losses return one value per example (optax style); every function that averages
@@ -7,7 +7,7 @@ weighted mean, so fixed-shape batches can carry padding rows that have *exactly*
 values of zero-weight rows are replaced by 0 before use (a NaN or inf in a padding row can
 neither leak into the result nor into the gradient).
 
-The A-AMU regulariser (SPEC §4) maps the per-example cross-entropies of a forget batch F and an
+The A-AMU regulariser (method.md §4) maps the per-example cross-entropies of a forget batch F and an
 unseen batch T to normal scores through a smoothed empirical CDF and a probit, and compares the
 two score samples with a Gaussian-kernel MMD²:
 
@@ -66,7 +66,7 @@ __all__ = [
 
 ECDF_MODES = ("paper", "reference", "anchored")
 # The one default of the ECDF mode, for the library functions and the registered A-* methods
-# alike: the reference code's d_ij = max(0, l_i − l_j) (SPEC §4 lists both).
+# alike: the reference code's d_ij = max(0, l_i − l_j) (docs/method.md §4 lists both).
 DEFAULT_ECDF = "reference"
 STEEPEN_MODES = ("batch_mean_squared", "per_example_squared")
 
@@ -115,7 +115,7 @@ def _safe_ratio(num: jax.Array, den: jax.Array, empty_value: float) -> jax.Array
 
 
 def cross_entropy(logits_NxC: jax.Array, labels_N: jax.Array) -> jax.Array:
-    """Per-example softmax cross-entropy with integer labels (SPEC §4, §5).
+    """Per-example softmax cross-entropy with integer labels (docs/method.md §4, §5).
 
     Args:
       logits_NxC: logits [n, C].
@@ -166,7 +166,7 @@ def weighted_mean(values_N: jax.Array, weights_N: jax.Array | None = None) -> ja
 
 def kl_with_temperature(student_logits: jax.Array, teacher_logits: jax.Array,
                         temperature: float, weights: jax.Array | None = None) -> jax.Array:
-    """Distillation KL with temperature: T² · mean_i Σ_c p_t,c (log p_t,c − log p_s,c) (SPEC §5).
+    """Distillation KL with temperature (method.md §5): T² mean_i Σ_c p_t,c (log p_t,c − log p_s,c).
 
     The teacher's distribution is the target, as PyTorch's
     ``KLDivLoss(log_softmax(s/T), softmax(t/T), reduction="batchmean") * T**2``. Gradients flow
@@ -197,7 +197,7 @@ def kl_with_temperature(student_logits: jax.Array, teacher_logits: jax.Array,
 
 def steepened_loss(ce_N: jax.Array, weights: jax.Array | None = None,
                    mode: str = "batch_mean_squared") -> jax.Array:
-    """The steepened primary loss of A-AMU (SPEC §4).
+    """The steepened primary loss of A-AMU (docs/method.md §4).
 
     Args:
       ce_N: per-example cross-entropy [n].
@@ -215,7 +215,7 @@ def steepened_loss(ce_N: jax.Array, weights: jax.Array | None = None,
 
 
 def log1p_losses(ce_N: jax.Array) -> jax.Array:
-    """The loss transform ℓ = log(1 + CE) applied before the ECDF (SPEC §4); [n] -> [n]."""
+    """The loss transform ℓ = log(1 + CE) applied before the ECDF (method.md §4); [n] -> [n]."""
     return jnp.log1p(_float(ce_N))
 
 
@@ -252,7 +252,7 @@ def _ecdf_tails(values_N, weights_N, k, mode, anchor, anchor_weights):
 def smoothed_ecdf(values_N: jax.Array, weights_N: jax.Array | None = None, *, k: float = 2.0,
                   mode: str = DEFAULT_ECDF, anchor: jax.Array | None = None,
                   anchor_weights: jax.Array | None = None) -> jax.Array:
-    """Smoothed empirical CDF Q_i = Σ_j w_j σ(k d_ij) / Σ_j w_j (SPEC §4).
+    """Smoothed empirical CDF Q_i = Σ_j w_j σ(k d_ij) / Σ_j w_j (docs/method.md §4).
 
     As k → ∞ with distinct values, ``paper`` mode gives Q_i → (r_i − ½)/n (r_i the 1-based rank:
     σ → 1 below, 0 above, and the diagonal σ(0) = ½), the Hazen plotting positions; ties get
@@ -281,7 +281,7 @@ def smoothed_ecdf(values_N: jax.Array, weights_N: jax.Array | None = None, *, k:
 
 
 def probit(q: jax.Array, kappa: float = 60.0) -> jax.Array:
-    """Clipped standard-normal quantile ``clip(Φ⁻¹(q), −κ, κ)`` (SPEC §4).
+    """Clipped standard-normal quantile ``clip(Φ⁻¹(q), −κ, κ)`` (docs/method.md §4).
 
     Args:
       q: probabilities, any shape. 0 and 1 map to ∓κ; keep q strictly inside (0, 1) when
@@ -298,7 +298,7 @@ def ecdf_probit_scores(losses_N: jax.Array, weights: jax.Array | None = None, *,
                        kappa: float = 60.0, mode: str = DEFAULT_ECDF,
                        anchor: jax.Array | None = None,
                        anchor_weights: jax.Array | None = None) -> jax.Array:
-    """Normal scores Z_i = clip(Φ⁻¹(Q_i), −κ, κ) of the smoothed ECDF (SPEC §4).
+    """Normal scores Z_i = clip(Φ⁻¹(Q_i), −κ, κ) of the smoothed ECDF (docs/method.md §4).
 
     Φ⁻¹ is applied to the smaller of the two tails Q and 1 − Q (each computed directly), clipped
     below at 1e-30, so Z is finite, symmetric in accuracy and |Z| ≤ 11.46 (see the module
@@ -324,7 +324,7 @@ def ecdf_probit_scores(losses_N: jax.Array, weights: jax.Array | None = None, *,
 
 def mmd2_gaussian(a_N: jax.Array, b_M: jax.Array, weights_a: jax.Array | None = None,
                   weights_b: jax.Array | None = None, sigma: float = 1.0) -> jax.Array:
-    """Biased (V-statistic) MMD² between 1-D samples with a Gaussian kernel (SPEC §4).
+    """Biased (V-statistic) MMD² between 1-D samples with a Gaussian kernel (docs/method.md §4).
 
     MMD² = Σ p_i p_j K(a_i, a_j) + Σ q_i q_j K(b_i, b_j) − 2 Σ p_i q_j K(a_i, b_j) over all pairs,
     diagonals included, with K(u, v) = exp(−(u − v)² / (2σ²)) and p, q the normalised weights.
@@ -363,7 +363,7 @@ def aamu_regulariser(forget_ce: jax.Array, unseen_ce: jax.Array,
                      forget_weights: jax.Array | None = None,
                      unseen_weights: jax.Array | None = None, *, k: float = 2.0,
                      kappa: float = 60.0, mode: str = DEFAULT_ECDF) -> jax.Array:
-    """The A-AMU distribution-matching term MMD²(Z_T, Z_F) (SPEC §4).
+    """The A-AMU distribution-matching term MMD²(Z_T, Z_F) (docs/method.md §4).
 
     ℓ = log(1 + CE) for each batch; Z_T are the ECDF-probit scores of the unseen batch T, under
     ``stop_gradient`` (no gradient ever reaches ``unseen_ce``); Z_F those of the forget batch F.

@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC §6): batched logits, accuracy, Student-t confidence intervals.
+"""Evaluation metrics (docs/method.md §6): batched logits, accuracy, Student-t confidence intervals.
 
 :func:`predict_logits` evaluates a model in fixed-size jitted chunks: every chunk, the last one
 included, has exactly ``batch_size`` rows, so the forward pass compiles once per
@@ -48,7 +48,7 @@ def _chunk(x: Any, start: int, size: int) -> Any:
 
 def predict_logits(apply_fn: Callable, params: Any, x_NxHxWxC: Any,
                    batch_size: int = 512) -> np.ndarray:
-    """Logits of every example, computed in fixed-size jitted chunks (SPEC §6).
+    """Logits of every example, computed in fixed-size jitted chunks (docs/method.md §6).
 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits [b, C]``.
@@ -99,7 +99,7 @@ def accuracy_from_logits(logits: Any, y: Any) -> float:
 
 
 def accuracy(apply_fn: Callable, params: Any, x: Any, y: Any, batch_size: int = 512) -> float:
-    """Top-1 accuracy in percent of ``apply_fn(params, ·)`` on ``(x, y)`` (SPEC §6).
+    """Top-1 accuracy in percent of ``apply_fn(params, ·)`` on ``(x, y)`` (docs/method.md §6).
 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
@@ -121,7 +121,7 @@ def accuracy(apply_fn: Callable, params: Any, x: Any, y: Any, batch_size: int = 
 
 def confidence_interval(values: Sequence[float] | np.ndarray,
                         confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the Student-t confidence interval of the mean (SPEC §6).
+    """Mean and half-width of the Student-t confidence interval of the mean (docs/method.md §6).
 
     half = t((1 + confidence)/2, n − 1) · s / √n with s the sample standard deviation (ddof 1);
     ×4.303 · s/√3 for 3 seeds at 95%.

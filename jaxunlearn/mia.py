@@ -1,4 +1,4 @@
-"""The paper's membership-inference score (SPEC §6), as the reference code computes it.
+"""The paper's membership-inference score (docs/method.md §6), as the reference code computes it.
 
 Per example, the logit-scaled confidence φ = log p_y − log Σ_{j≠y} p_j (:func:`logit_confidence`).
 By default φ is the reference's ``stable_phi``: each cross-entropy −log p_j is clamped to
@@ -84,7 +84,7 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def logit_confidence(logits_NxC: Any, labels_N: Any, *, phi: str = "reference") -> np.ndarray:
-    """Logit-scaled confidence φ = log p_y − log Σ_{j≠y} p_j per example (SPEC §6).
+    """Logit-scaled confidence φ = log p_y − log Σ_{j≠y} p_j per example (docs/method.md §6).
 
     Args:
       logits_NxC: logits [..., C], C ≥ 2 (numpy or jax array).
@@ -186,7 +186,7 @@ def _cv_attack(members: np.ndarray, nonmembers: np.ndarray, rng: np.random.Gener
 def mia_from_scores(member_scores: Any, nonmember_scores: Any, test_scores: Any = None, *,
                     seed: int = 0, swap_threshold: float = 42.0, swap: str = "reference",
                     standardize: bool = False) -> MIAOutput:
-    """The paper's MIA from per-example scores (SPEC §6; the module docstring has the details).
+    """The paper's MIA from per-example scores (method.md §6; the module docstring has the details).
 
     Args:
       member_scores: scores [n_m] of members (the forget set; the positives).
@@ -259,7 +259,7 @@ def mia_nonmember_index(forget_y: Any, test_y: Any) -> np.ndarray:
 def mia_score(apply_fn: Callable, params: Any, forget_x: Any, forget_y: Any, test_x: Any,
               test_y: Any, *, seed: int = 0, batch_size: int = 512, phi: str = "reference",
               swap: str = "reference", standardize: bool = False) -> MIAOutput:
-    """The paper's MIA of a model on its forget set (SPEC §6).
+    """The paper's MIA of a model on its forget set (docs/method.md §6).
 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.

@@ -1,4 +1,4 @@
-"""Models of the paper (SPEC §2): ConvNet, ResNet-18, ResNet-50.
+"""Models of the paper (docs/method.md §2): ConvNet, ResNet-18, ResNet-50.
 
 All models are Flax linen modules used through ``init``/``apply`` over plain parameter pytrees,
 with NHWC inputs. Normalisation is instance norm (GroupNorm with one group per channel), written by

@@ -92,7 +92,7 @@ def cosine_with_warmup(base_lr: float, epochs: int, warmup_epochs: int = 0,
     """Per-epoch schedule: linear warm-up over ``warmup_epochs`` then cosine to ``final_lr``.
 
     Epoch e < warmup gets ``base_lr·(e+1)/warmup``; afterwards
-    ``final + (base − final)·½(1 + cos(π (e − warmup) / (epochs − warmup)))`` (SPEC §2, §5).
+    ``final + (base − final)·½(1 + cos(π (e − warmup) / (epochs − warmup)))`` (method.md §2, §5).
     """
 
     def schedule(epoch: int) -> float:

@@ -1,4 +1,4 @@
-"""Sub-class partition of the training set for Blend (SPEC §3.1): random features + k-means.
+"""Sub-class partition of the training set for Blend (method.md §3.1): random features + k-means.
 
 Every training image is embedded by a randomly initialised, never trained network ψ (its own
 PRNG key); then, for each class, k-means with ``ipc`` clusters runs on that class's embeddings.
@@ -123,7 +123,7 @@ def embed(
     *,
     method: str | None = "features",
 ) -> jax.Array:
-    """Embeddings of images by a (typically untrained) network, in batches (SPEC §3.1).
+    """Embeddings of images by a (typically untrained) network, in batches (docs/method.md §3.1).
 
     Args:
       apply_fn: ``apply_fn(params, x, method=method) -> [b, d]``.
@@ -149,7 +149,7 @@ def embed(
 
 
 class PartitionOutput(NamedTuple):
-    """Cluster assignment of a training set (SPEC §3.1).
+    """Cluster assignment of a training set (docs/method.md §3.1).
 
     Attributes:
       cluster_ids: ``[n]`` int32, global cluster id ``c * ipc + j`` of every example.
@@ -535,7 +535,7 @@ def kmeans_by_class(
     key: jax.Array,
     kmeans: KMeansOptions | None = None,
 ) -> PartitionOutput:
-    """Per-class k-means with ``ipc`` clusters, all classes in one jitted call (SPEC §3.1).
+    """Per-class k-means with ``ipc`` clusters, all classes in one jitted call (method.md §3.1).
 
     Args:
       feats_NxD: features ``[n, d]`` (e.g. from :func:`embed`).
@@ -604,7 +604,7 @@ def partition_by_class(
     method: str | None = "features",
     kmeans: KMeansOptions | None = None,
 ) -> PartitionOutput:
-    """Embed with an untrained network, then per-class k-means: the Blend partition (SPEC §3.1).
+    """Embed with an untrained network, then per-class k-means: Blend's partition (method.md §3.1).
 
     Args:
       apply_fn: ``apply_fn(params, x, method=method) -> [b, d]`` features.

@@ -365,7 +365,8 @@ def fit(
       optimizer: an optax optimiser with an injected learning rate (:func:`sgd`, :func:`adam`).
       lr_schedule: epoch -> learning rate.
       val: ``(x, y)`` host arrays of a validation slice; the parameters of the epoch with the best
-        validation accuracy are returned (SPEC §2: chosen on validation data, never the test set;
+        validation accuracy are returned (method.md §2: chosen on validation data, never the test
+        set;
         ties go to the latest such epoch).
         Without it the last epoch's parameters are returned. Not with ``models`` (every model
         trains ``epochs`` epochs).

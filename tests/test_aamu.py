@@ -1,5 +1,5 @@
 """A-AMU wrapper: on-device sampling, the exact objective, the stopped unseen branch, one golden
-step, and forgetting on a tiny problem (SPEC §4).
+step, and forgetting on a tiny problem (docs/method.md §4).
 
 Golden values: ``GOLDEN`` holds the loss and a parameter checksum after one ``a_cf`` step on the
 tiny problem of :func:`_golden_problem`. They change only when the A-AMU objective, the sampling,

@@ -1,4 +1,4 @@
-"""Tests of the free/residual split, Blend and the DM baseline (SPEC §3.2–3.4)."""
+"""Tests of the free/residual split, Blend and the DM baseline (docs/method.md §3.2–3.4)."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def test_blend_lr_follows_the_reference_cubic():
 
 
 def _naive_blend(apply_fn, init_fn, x, members, key, iterations, lr, momentum, mode, n_ext):
-    """Per-cluster Python reference of SPEC §3.3 (clusters are independent given 1/S)."""
+    """Per-cluster Python reference of docs/method.md §3.3 (clusters are independent given 1/S)."""
     S = len(members)
     feats = lambda p, v: apply_fn(p, v, method="features")
     init = jax.jit(init_fn)

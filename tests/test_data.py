@@ -1,4 +1,4 @@
-"""Tests of the data protocol (SPEC §1): sources, splits, forget sets, input checks.
+"""Tests of the data protocol (docs/method.md §1): sources, splits, forget sets, input checks.
 
 Nothing here touches the network: CIFAR-10 and CINIC-10 readers run on tiny archives and folders
 written by the tests, downloads go to a closed or local port, and tfds is replaced by a stub.

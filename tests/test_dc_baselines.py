@@ -1,4 +1,4 @@
-"""The condensation baselines of SPEC §3.4: DSA, DM, GM and IDM on tiny data (8×8, 3 classes)."""
+"""The condensation baselines (method.md §3.4): DSA, DM, GM and IDM on tiny data (8×8, 3 classes)"""
 
 from __future__ import annotations
 

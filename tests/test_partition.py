@@ -1,4 +1,4 @@
-"""Tests of the Blend partition: random-feature embedding and per-class k-means (SPEC §3.1)."""
+"""Tests of the Blend partition: random-feature embedding and per-class k-means (method.md §3.1)."""
 
 from __future__ import annotations
 

@@ -53,9 +53,9 @@ class Unused(NamedTuple):
 
 
 _NO_FISHER = Unused("Fisher forgetting is never run by the reference (do_fisher=False in "
-                    "unlearn.py and cond_unlearn.py) and is not implemented here (SPEC §5)")
+                    "unlearn.py and cond_unlearn.py) and is not implemented here (method.md §5)")
 _NO_SSD_LF = Unused("label-free SSD (unlearn_methods/ssd_lf.py) is not a method of the paper's "
-                    "tables nor of SPEC §5: not implemented here")
+                    "tables nor of docs/method.md §5: not implemented here")
 _RETAIN_ALL = ("cond_unlearn.py trains bad distillation on all of R_reduced "
                "(partial_retain_set_condensed = condensed_dataset): the file's ratio is not read")
 _ROUNDED = ("our factory default (and CINIC-10's value) is the ratio rounded to 4 decimals: "

@@ -4,11 +4,11 @@ A config is a dataclass with typed sections (:class:`TrainSchedule`, :class:`Ble
 :class:`NetSettings`), saved as ``config.json`` in the workdir. Library code never sees it: the
 experiments unpack it into function arguments.
 
-Where the paper's hyper-parameters live (SPEC §4, §5; CIFAR-10 / ResNet-18):
+Where the paper's hyper-parameters live (docs/method.md §4, §5; CIFAR-10 / ResNet-18):
 
 - the unlearning methods' values **without** condensation are the defaults of their factories in
   :mod:`jaxunlearn.unlearn` (``make_method("cf", apply_fn)`` is the paper's CF);
-- the values that change **with** condensation are :data:`PAPER_METHODS_DC` below (SPEC §5: "lr
+- the values that change **with** condensation are :data:`PAPER_METHODS_DC` below (method.md §5: "lr
   w/o DC, then with DC"): the factories cannot know whether their retain set was condensed;
 - a config's ``method_hparams`` / ``method_hparams_dc`` hold only its deviations, each with its
   reason (see ``configs/digits.py``);
@@ -41,12 +41,12 @@ __all__ = ["PAPER_METHODS", "PAPER_METHODS_DC", "RESNET50_METHODS", "RESNET50_ME
            "StudyConfig", "SCALES", "TrainSchedule", "apply_scale", "cpu_blend_lr", "derive",
            "from_json", "merge_methods", "paper_study", "to_json", "use_model"]
 
-# The rows of the paper's Table 1 (SPEC §7), in its order, and what the paper's studies run:
-# those plus the other two A-AMU methods of SPEC §4.
+# The rows of the paper's Table 1 (method.md §7), in its order, and what the paper's studies run:
+# those plus the other two A-AMU methods of docs/method.md §4.
 TABLE1_METHODS = ("retrain", "cf", "bad_distill", "l1_sparse", "scrub", "pruning", "a_cf")
 PAPER_METHODS = (*TABLE1_METHODS, "a_scrub", "a_sparse")
 
-# The paper's values that change with condensation (SPEC §5), over the factories' defaults.
+# The paper's values that change with condensation (method.md §5), over the factories' defaults.
 PAPER_METHODS_DC: dict[str, dict[str, Any]] = {
     "distill": dict(lr=5e-3),
     "scrub": dict(lr=5e-3, m_steps=9),  # forget passes in epochs 0..9, as the reference
@@ -83,7 +83,7 @@ def merge_methods(*tables: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
 
 @dataclasses.dataclass
 class TrainSchedule:
-    """SGD with coupled weight decay, warm-up + cosine per epoch (SPEC §2: the original model)."""
+    """SGD, coupled weight decay, warm-up + cosine per epoch (method.md §2: the original model)."""
 
     lr: float = 0.1
     momentum: float = 0.9
@@ -95,7 +95,7 @@ class TrainSchedule:
 
 @dataclasses.dataclass
 class BlendSettings:
-    """Blend's optimisation (SPEC §3.3)."""
+    """Blend's optimisation (docs/method.md §3.3)."""
 
     lr: float | None = None       # None: the reference's blend_lr(ipc); the CPU forms set it
     iterations: int = 12
@@ -156,7 +156,7 @@ class StudyConfig(Config):
     dataset: str = "cifar10"
     model: str = "resnet18"
     model_kwargs: dict = dataclasses.field(default_factory=dict)
-    # forgetting scenario (SPEC §1)
+    # forgetting scenario (docs/method.md §1)
     scenario: str = "classwise"               # classwise | k_classwise | uniform
     forget_classes: tuple[int, ...] | None = None  # None: drawn from the seed
     k_classes: int = 1
@@ -167,13 +167,13 @@ class StudyConfig(Config):
     unseen_pool: str = "test70"               # test70 (reference) | heldout
     unseen_fraction: float = 0.7
     val_fraction: float = 0.1
-    # original model (SPEC §2)
+    # original model (docs/method.md §2)
     original: TrainSchedule = dataclasses.field(default_factory=TrainSchedule)
-    # Blend (SPEC §3)
+    # Blend (docs/method.md §3)
     condensation: tuple[bool, ...] = (False, True)  # each method without and with Blend
     ipc: int = 1000
     blend: BlendSettings = dataclasses.field(default_factory=BlendSettings)
-    # unlearning methods (SPEC §4, §5): deviations from the factories' defaults, see above
+    # unlearning methods (docs/method.md §4, §5): deviations from the factories' defaults, see above
     methods: tuple[str, ...] = ("retrain", "cf")
     # methods that train on the real retain set in the Blend column too (records say
     # retain_set "full"): the reference's multi-round A-SCRUB (multiround.py)

@@ -1,4 +1,4 @@
-"""CIFAR-10 / ResNet-18 class forgetting with the paper's settings (SPEC §2–§5): GPU work.
+"""CIFAR-10 / ResNet-18 class forgetting with the paper's settings (docs/method.md §2–§5): GPU work.
 
 Command: ``python -m experiments.cifar10_class_forget --workdir runs/cifar10 --data_dir DIR``.
 It runs the paper's Table 1 methods (Retrain, CF, bad distillation, L1-Sparse, SCRUB, pruning,
@@ -8,7 +8,7 @@ A-CF MIA ≈ 51.7 / 48.3 w/o / w DC, test acc ≈ 77, unlearning ≈ 76 s → 16
 docs/reproduce.md.
 
 The method values are the reference's ``cifar10_resnet18(_condense)_hyperparameters.json``,
-which are SPEC §5's: the factories' defaults and ``PAPER_METHODS_DC`` (configs/base.py), so
+which are method.md §5's: the factories' defaults and ``PAPER_METHODS_DC`` (configs/base.py), so
 nothing is set here for ResNet-18. ``--model resnet50`` switches to the reference's
 ``cifar10_resnet50(_condense)_hyperparameters.json`` (``RESNET50_METHODS(_DC)`` in base.py: CF,
 Distill and pruning lr 0.03, bad distillation 30 epochs at lr 5e-3 / 3e-3, L1-Sparse α 1e-5 for

@@ -1,4 +1,4 @@
-"""CINIC-10 / ResNet-18 with the paper's settings (SPEC §1, §3.1, §4, §5): GPU work.
+"""CINIC-10 / ResNet-18 with the paper's settings (docs/method.md §1, §3.1, §4, §5): GPU work.
 
 Data: the CINIC-10 folder (``train/<class>/*.png``: 9,000 per class; ``test/``: 90,000 images)
 in ``--data_dir``, read by ``jaxunlearn.data.load_dataset("cinic10")``. The paper runs its
@@ -11,7 +11,8 @@ Command (any study takes ``--config cinic10``)::
 
 Values that differ from CIFAR-10 (configs/base.py), each from the paper or the reference's
 CINIC-10 hyper-parameter files (``cinic10_resnet18(_condense)_hyperparameters.json``): ipc 800
-(clusters of ≈11 images), A-CF learning rate 1e-4 (SPEC §4; A-SCRUB and A-Sparse keep their 1e-4,
+(clusters of ≈11 images), A-CF learning rate 1e-4 (method.md §4; A-SCRUB and A-Sparse keep their
+1e-4,
 as the files say), and the reference's CINIC-10 baseline values below, among them SCRUB's
 m_steps 10 with condensation (CIFAR-10: 9). The reference has no CINIC-10 ResNet-50 file:
 ``--model resnet50`` keeps these ResNet-18 values.
@@ -40,7 +41,7 @@ _BLEND_MEASURED = (
 def get_config(scale: str = "paper") -> StudyConfig:
     cfg = paper_study(name="cinic10", dataset="cinic10", model="resnet18", ipc=800,
                       unseen_fraction=0.7)
-    # SPEC §4: A-CF's learning rate is 1e-4 on CINIC-10. The reference's
+    # docs/method.md §4: A-CF's learning rate is 1e-4 on CINIC-10. The reference's
     # cinic10_resnet18(_condense)_hyperparameters.json, where they differ from CIFAR-10:
     cfg.method_hparams = {
         "a_cf": dict(lr=1e-4),
@@ -53,7 +54,7 @@ def get_config(scale: str = "paper") -> StudyConfig:
         pruning=dict(lr=0.04),
     )
     cfg.notes = {**cfg.notes, "ipc": "800 (paper, CINIC-10): clusters of ~11 images",
-                 "hparams": "A-CF lr 1e-4 (SPEC §4); SCRUB (w DC: lr 1e-3, m_steps 10), bad "
+                 "hparams": "A-CF lr 1e-4 (method.md §4); SCRUB (w DC: lr 1e-3, m_steps 10), bad "
                             "distillation and pruning from the reference's CINIC-10 files; no "
                             "ResNet-50 file: --model resnet50 keeps these values"}
     # clusters of ≈11 images, as ipc 800 on the paper's 9,000 images per class

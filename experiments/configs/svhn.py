@@ -1,4 +1,4 @@
-"""SVHN / ResNet-18 with the paper's settings (SPEC §1, §3.1, §4): GPU work.
+"""SVHN / ResNet-18 with the paper's settings (docs/method.md §1, §3.1, §4): GPU work.
 
 Data: tfds ``svhn_cropped``, a class-balanced 4,500 images per class of the train split (45,000)
 and the full test split (26,032), read by ``jaxunlearn.data.load_dataset("svhn")``; it needs the
@@ -10,10 +10,12 @@ Command (any study takes ``--config svhn``)::
     python -m experiments.uniform_forget --config svhn --scale cpu --workdir runs/svhn_uniform_cpu
 
 The paper's values that differ from CIFAR-10 (configs/base.py): ipc 100 (clusters of ≈45 images);
-the A-AMU learning rate is 2.4e-4 as on CIFAR-10 (SPEC §4 and the reference's files). The method
+the A-AMU learning rate is 2.4e-4 as on CIFAR-10 (method.md §4 and the reference's files). The
+method
 values are the reference's SVHN files (``svhn_resnet18(_condense)_hyperparameters.json``):
-without condensation they equal CIFAR-10's (SPEC §5); with condensation two differ, CF lr 0.3
-(CIFAR-10: 0.04) and L1-Sparse α 8e-4 (CIFAR-10: 1e-4). SPEC §5 gives CIFAR-10's values only, so
+without condensation they equal CIFAR-10's (method.md §5); with condensation two differ, CF lr 0.3
+(CIFAR-10: 0.04) and L1-Sparse α 8e-4 (CIFAR-10: 1e-4). method.md §5 gives CIFAR-10's values
+only, so
 these do not contradict it; they are the reference's, the code that produced the SVHN tables.
 ``--model resnet50`` switches to ``svhn_resnet50(_condense)_hyperparameters.json``: CIFAR-10's
 ResNet-50 values (``RESNET50_METHODS(_DC)``, base.py) except, with condensation, CF lr 0.12 with

@@ -1,4 +1,4 @@
-"""Dataset configurations by name, and their uniform-forgetting form (SPEC §1).
+"""Dataset configurations by name, and their uniform-forgetting form (docs/method.md §1).
 
 ``dataset_config(name)`` gives the class-forgetting configuration of a dataset; names:
 

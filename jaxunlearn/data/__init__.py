@@ -1,4 +1,4 @@
-"""Data protocol of the study (SPEC §1): sources, splits and forget requests, as host numpy.
+"""Data protocol of the study (method.md §1): sources, splits and forget requests, as host numpy.
 
 Typical use::
 

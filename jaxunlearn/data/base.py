@@ -29,7 +29,7 @@ __all__ = [
 
 
 class ImageDataset(NamedTuple):
-    """An image-classification dataset on the host, ready for training (SPEC §1).
+    """An image-classification dataset on the host, ready for training (docs/method.md §1).
 
     Attributes:
       x_train: ``[n, h, w, c]`` float32, pixels scaled to [0, 1] then normalised per channel.

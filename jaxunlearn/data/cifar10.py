@@ -1,4 +1,4 @@
-"""CIFAR-10 from the official archives, read with numpy alone (no TensorFlow) (SPEC §1).
+"""CIFAR-10 from the official archives, read with numpy alone (no TensorFlow) (docs/method.md §1).
 
 Accepted layouts, looked up in ``data_dir`` in this order:
 

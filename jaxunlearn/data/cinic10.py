@@ -1,4 +1,4 @@
-"""CINIC-10 from its standard folder layout, read with pillow (SPEC §1).
+"""CINIC-10 from its standard folder layout, read with pillow (docs/method.md §1).
 
 Layout: ``<root>/{train,valid,test}/<class>/*.png`` with the ten CIFAR-10 class names. The paper
 uses the train split (9,000 images per class) and the test split; ``valid`` is not read.

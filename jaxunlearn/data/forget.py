@@ -1,4 +1,4 @@
-"""Forget requests: which training examples to unlearn (SPEC §1).
+"""Forget requests: which training examples to unlearn (docs/method.md §1).
 
 A ``ForgetSet`` is a pair of sorted, disjoint index arrays into ``Splits.train_*`` whose union is
 the whole training set D: ``forget_idx`` (F) and ``retain_idx`` (R = D \\ F).
@@ -113,7 +113,7 @@ def make_forget_set(
     fraction: float = 0.1,
     among: np.ndarray | None = None,
 ) -> ForgetSet:
-    """Draws the forget set of one scenario (SPEC §1).
+    """Draws the forget set of one scenario (docs/method.md §1).
 
     Args:
       train_y: ``[n]`` integer labels of the training set D.
@@ -191,7 +191,7 @@ def make_forget_set(
 def next_round_forget(
     train_y: np.ndarray, prev: ForgetSet, fraction: float, seed: int, num_classes: int
 ) -> ForgetSet:
-    """The cumulative forget set after one more round of uniform forgetting (SPEC §1).
+    """The cumulative forget set after one more round of uniform forgetting (docs/method.md §1).
 
     Round r forgets ``fraction`` of the retain set left after round r−1, drawn uniformly with
     ``seed`` (use a different seed per round, e.g. ``seed + r``). The returned ``forget_idx`` is

@@ -1,4 +1,4 @@
-"""``load_dataset``: every dataset of the study as normalised host arrays (SPEC §1).
+"""``load_dataset``: every dataset of the study as normalised host arrays (docs/method.md §1).
 
 Sources:
 
@@ -216,7 +216,7 @@ def load_dataset(
     max_per_class_train: int | None = None,
     max_per_class_test: int | None = None,
 ) -> ImageDataset:
-    """Loads a dataset of the study as normalised float32 NHWC host arrays (SPEC §1).
+    """Loads a dataset of the study as normalised float32 NHWC host arrays (docs/method.md §1).
 
     Args:
       name: ``digits``, ``mnist5k``, ``cifar10``, ``cinic10``, ``svhn`` or ``tfds:<tfds name>``

@@ -1,4 +1,4 @@
-"""Train / validation / unseen-pool / evaluation-test splits of a dataset (SPEC §1).
+"""Train / validation / unseen-pool / evaluation-test splits of a dataset (docs/method.md §1).
 
 Two protocols for the unseen pool U that A-AMU draws from during unlearning:
 
@@ -65,7 +65,7 @@ def make_splits(
     val_fraction: float = 0.1,
     seed: int = 0,
 ) -> Splits:
-    """Splits a dataset into train D, validation, unseen pool U and evaluation test (SPEC §1).
+    """Splits a dataset into train D, validation, unseen pool U and evaluation test (method.md §1).
 
     Every split is stratified (each class's share within one example of proportional) and fixed
     by ``seed``; every part keeps the original order of its examples.

@@ -1,4 +1,4 @@
-"""A-AMU: the accelerated wrapper around any retain-based method (SPEC §4).
+"""A-AMU: the accelerated wrapper around any retain-based method (docs/method.md §4).
 
 ``with_aamu(base_factory, ...)`` turns a base method factory whose retain objective goes through the
 :class:`~jaxunlearn.unlearn.base.RetainObjective` hook (CF, SCRUB, L1-Sparse; also distillation,
@@ -58,7 +58,7 @@ from jaxunlearn.unlearn.sparse import make_l1_sparse
 
 __all__ = ["AAMU_DEFAULTS", "AAMUSample", "aamu_objective", "sample_forget_unseen", "with_aamu"]
 
-# The ECDF mode of the registered methods: the reference code's (faithful first, SPEC §4).
+# The ECDF mode of the registered methods: the reference code's (faithful first, docs/method.md §4).
 # ``paper`` (the paper's formula) and ``anchored`` (ours: forget losses ranked against the unseen
 # batch) are options. On the embedded class-wise study (experiments/aamu_ablation.py, 3 seeds)
 # no mode differed from another beyond seed noise: every mode forgot the class for one seed and
@@ -87,7 +87,7 @@ class AAMUSample(NamedTuple):
 
 
 def sample_forget_unseen(key: jax.Array, data: UnlearnData, m: int) -> AAMUSample:
-    """Draw the step's forget and class-matched unseen samples on device (SPEC §4).
+    """Draw the step's forget and class-matched unseen samples on device (docs/method.md §4).
 
     Args:
       key: PRNG key of the step.
@@ -114,7 +114,7 @@ def aamu_objective(apply_fn: Callable, *, lam: float = 34.0, k: float = 2.0,
       apply_fn: ``apply_fn(params, x) -> logits``.
       lam: λ, the weight of MMD².
       k, kappa: ECDF temperature and probit clip.
-      ecdf: ``paper`` | ``reference`` | ``anchored`` (SPEC §4).
+      ecdf: ``paper`` | ``reference`` | ``anchored`` (docs/method.md §4).
       steepen: ``batch_mean_squared`` (reference) | ``per_example_squared``.
       samples_per_step: forget (and unseen) examples drawn per retain example (paper: 4); with a
         retain batch of b, ``samples_per_step · b`` of each per step.
@@ -185,7 +185,7 @@ def with_aamu(base_factory: Callable[..., Method], **overrides: Any) -> Callable
 
 
 def _register_all() -> None:
-    # SPEC §4: Adam (β 0.9/0.999, eps 1e-8), one epoch, batch 64, constant learning rate (a
+    # method.md §4: Adam (β 0.9/0.999, eps 1e-8), one epoch, batch 64, constant learning rate (a
     # one-epoch cosine schedule is constant), no momentum/weight decay terms of the SGD baselines.
     adam_1_epoch = dict(optimizer="adam", epochs=1, warmup_epochs=0, momentum=0.0,
                         weight_decay=0.0, batch_size=64)

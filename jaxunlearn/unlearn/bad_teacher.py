@@ -1,16 +1,17 @@
-"""Bad distillation (Chundawat et al. 2023, "bad teacher"; SPEC §5).
+"""Bad distillation (Chundawat et al. 2023, "bad teacher"; docs/method.md §5).
 
 The student (the original model) is distilled on a mixed stream: forget examples towards a
 randomly initialised "incompetent" teacher, retain examples towards the original model:
 
     loss = KL_T(student ‖ mix),  mix = softmax(bad/T) on forget rows, softmax(original/T) on retain
 
-The stream is forget ∪ a random ``retain_fraction`` of the retain pool (SPEC §5: 62.34% without
+The stream is forget ∪ a random ``retain_fraction`` of the retain pool (method.md §5: 62.34% without
 condensation, all of R_reduced with it), built once on device by ``prepare``
 (:func:`mixed_pool`). Its rows carry their origin in the label: ``y + C·is_forget``
 (:func:`encode_forget_flag`), so the fixed-size batches of the generic loop need no extra field.
 
-The loss is KL_T as SPEC §5 defines it (T² · batch mean, T = 2); the original bad-teacher code uses
+The loss is KL_T as method.md §5 defines it (T² · batch mean, T = 2); the original bad-teacher code
+uses
 ``F.kl_div`` with its default element-mean reduction and no T² (a loss C·T² times smaller).
 """
 
@@ -81,7 +82,7 @@ def make_bad_distill(apply_fn: Callable, *, init_fn: Callable | None, lr: float 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
       init_fn: ``init_fn(key) -> params`` of a fresh model: the incompetent teacher (required).
-      lr: 1e-2 without condensation (SPEC §5); **5e-3 with condensation**.
+      lr: 1e-2 without condensation (docs/method.md §5); **5e-3 with condensation**.
       retain_fraction: 0.6234 without condensation; **1.0 (all of R_reduced) with condensation**.
       momentum, weight_decay, epochs, batch_size, temperature: 0.9, 5e-4, 20, 64, T = 2.
       optimizer: ``sgd`` or ``adam``.

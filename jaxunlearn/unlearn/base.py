@@ -86,7 +86,7 @@ def make_unlearn_data(retain: tuple[Any, Any], forget: tuple[Any, Any], unseen: 
     """Build :class:`UnlearnData` from host ``(x, y)`` pairs (padded to bucketed capacities).
 
     The unseen pool keeps only the classes present in the forget set: unseen examples are only
-    ever drawn from the classes of a forget sample (SPEC §4), so the others can never be used,
+    ever drawn from the classes of a forget sample (method.md §4), so the others can never be used,
     and a smaller pool caps the static unseen sample of an A-AMU step at the pool's capacity
     (class-wise forgetting on CIFAR-10 at batch 64: 256 → ≤ the forgotten class's images,
     instead of 256 forwards of which most would be weight-0 padding).

@@ -1,4 +1,4 @@
-"""Distill: fine-tuning on the retain set distilled towards the original model (SPEC §5).
+"""Distill: fine-tuning on the retain set distilled towards the original model (docs/method.md §5).
 
 Loss on a retain batch: ``ce_weight · CE + kl_weight · KL_T(student ‖ original)``; the teacher is
 the starting model (the previous round's model in multi-round studies), frozen in ``aux``.
@@ -67,10 +67,10 @@ def make_distill(apply_fn: Callable, *, init_fn: Callable | None = None, lr: flo
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
       init_fn: unused.
-      lr: 0.04 without condensation (SPEC §5); **5e-3 with condensation**.
-      momentum, weight_decay, epochs, batch_size: SPEC §5 (0.86, 1e-3, 50, 64).
+      lr: 0.04 without condensation (docs/method.md §5); **5e-3 with condensation**.
+      momentum, weight_decay, epochs, batch_size: docs/method.md §5 (0.86, 1e-3, 50, 64).
       warmup_epochs: linear warm-up epochs (0 in the reference).
-      ce_weight, kl_weight, temperature: 1.0, 0.001, T = 2 (SPEC §5).
+      ce_weight, kl_weight, temperature: 1.0, 0.001, T = 2 (docs/method.md §5).
       optimizer: ``sgd`` or ``adam``.
       objective: the retain objective's hook (default: mean CE).
     """

@@ -1,4 +1,4 @@
-"""Fine-tuning on the retain set: CF (SPEC §5), and the step every fine-tuning method shares.
+"""Fine-tuning on the retain set: CF (method.md §5), and the step every fine-tuning method shares.
 
 :func:`finetune_step` is the one retain-style step of the package: a weighted cross-entropy term
 scored by the :class:`~jaxunlearn.unlearn.base.RetainObjective` hook (so A-AMU can wrap it), an
@@ -82,7 +82,7 @@ def make_cf(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float = 
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
       init_fn: unused.
-      lr, momentum, weight_decay, epochs, warmup_epochs, batch_size: SPEC §5 defaults (CIFAR-10;
+      lr, momentum, weight_decay, epochs, warmup_epochs, batch_size: method.md §5's (CIFAR-10;
         the same lr with and without condensation).
       optimizer: ``sgd`` or ``adam``.
       objective: the retain objective's hook (default: mean CE); A-AMU's.

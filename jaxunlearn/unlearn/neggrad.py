@@ -1,4 +1,4 @@
-"""NegGrad+ (Kurmanji et al. 2023): descend on retain, ascend on forget (SPEC §5, beyond the paper).
+"""NegGrad+ (Kurmanji et al. 2023): descend on retain, ascend on forget (method.md §5).
 
 Each step takes one retain batch from the stream and draws a forget batch of the same size on
 device from ``data.forget`` (uniformly, without replacement within the step), and minimises

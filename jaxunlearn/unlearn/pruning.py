@@ -1,4 +1,4 @@
-"""Pruning (SPEC §5): progressive global L1-magnitude pruning of conv weights, then fine-tuning.
+"""Pruning (method.md §5): progressive global L1 pruning of conv weights, then fine-tuning.
 
 At every pruning epoch (the reference's rule: epochs e with ``(E − e) % prune_step == 0``, i.e.
 0, 5, 10, 15 for E = 20, step 5) the smallest-magnitude ``rate`` of the *remaining* conv weights,
@@ -113,7 +113,7 @@ def make_pruning(apply_fn: Callable, *, init_fn: Callable | None = None, lr: flo
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
       init_fn: unused.
-      lr, momentum, weight_decay, epochs, batch_size: 0.04, 0.9, 5e-4, 20, 64 (SPEC §5, both
+      lr, momentum, weight_decay, epochs, batch_size: 0.04, 0.9, 5e-4, 20, 64 (method.md §5, both
         with and without condensation).
       target_sparsity, prune_step: 95% after the last pruning epoch, every 5 epochs.
       optimizer: ``sgd`` or ``adam``.

@@ -1,4 +1,4 @@
-"""Random-label unlearning and SalUn (SPEC §5, beyond the paper).
+"""Random-label unlearning and SalUn (docs/method.md §5, beyond the paper).
 
 - ``random_label`` (Golatkar et al. 2020; SalUn's "RL"): CE fine-tuning on forget examples
   relabelled with a random *wrong* class, y' = (y + U{1..C−1}) mod C, drawn once, together with

@@ -1,4 +1,4 @@
-"""Retrain: cross-entropy on the retain set from a fresh initialisation (gold standard, SPEC §5)."""
+"""Retrain: CE on the retain set from a fresh initialisation (the gold standard, method.md §5)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def make_retrain(apply_fn: Callable, *, init_fn: Callable | None, lr: float = 0.
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
       init_fn: ``init_fn(key) -> params`` of a fresh model (required).
-      lr, momentum, weight_decay, epochs, warmup_epochs, batch_size: SPEC §5 defaults (CIFAR-10).
+      lr, momentum, weight_decay, epochs, warmup_epochs, batch_size: method.md §5's (CIFAR-10).
     """
     if init_fn is None:
         raise ValueError("retrain needs init_fn(key) -> params to build a fresh model")

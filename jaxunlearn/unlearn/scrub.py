@@ -1,6 +1,6 @@
 """SCRUB (Kurmanji et al. 2023): alternate max steps on the forget set and min steps on retain.
 
-Per epoch e (SPEC §5):
+Per epoch e (docs/method.md §5):
 
 - if ``e <= m_steps``: a *forget pass* minimising ``−forget_weight · KL_T(student ‖ original)``
   over the forget stream (the max step: push the student away from the teacher on F);
@@ -17,7 +17,7 @@ teacher is the starting model, frozen in ``aux["teacher"]``.
 values. SCRUB's own code loops 1-based with ``epoch <= msteps`` (m_steps passes); the configs
 hold the reference's values, which count one pass more.
 
-A-SCRUB (SPEC §4) is this method with the A-AMU objective and Adam: the retain pass then
+A-SCRUB (docs/method.md §4) is this method with the A-AMU objective and Adam: the retain pass then
 minimises ``0.99·(mean CE)² + λ·MMD² + 0.001·KL_T``, the reference's objective (the
 regulariser is added outside ``ce_weight``).
 The reference's A-SCRUB (``unlearn_methods/accelerated_scrub.py``) runs a forget pass in every
@@ -49,7 +49,7 @@ def scrub_forget_step(apply_fn: Callable, tx, *, forget_weight: float = 0.2,
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
       tx: the optimiser shared with the retain pass.
-      forget_weight: 0.2 (SPEC §5).
+      forget_weight: 0.2 (docs/method.md §5).
       temperature: T = 2.
 
     Returns:
@@ -85,10 +85,10 @@ def make_scrub(apply_fn: Callable, *, init_fn: Callable | None = None, lr: float
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
       init_fn: unused.
-      lr: 1e-2 without condensation (SPEC §5); **5e-3 with condensation**.
+      lr: 1e-2 without condensation (docs/method.md §5); **5e-3 with condensation**.
       m_steps: the last 0-based epoch with a forget pass (``m_steps + 1`` passes): 5 without
         condensation; **9 with condensation** (the reference's ``scrub_msteps``).
-      momentum, weight_decay, epochs, warmup_epochs, batch_size: 0.9, 5e-4, 15, 5, 64 (SPEC §5).
+      momentum, weight_decay, epochs, warmup_epochs, batch_size: 0.9, 5e-4, 15, 5, 64 (§5).
       temperature, forget_weight, ce_weight, kl_weight: T = 2, 0.2, 0.99, 0.001.
       optimizer: ``sgd`` or ``adam`` (A-SCRUB).
       objective: the retain pass's objective hook (A-SCRUB: steepened CE + λ·MMD²).

@@ -1,12 +1,12 @@
-"""L1-Sparse (Jia et al. 2023, "model sparsity can simplify machine unlearning"; SPEC §5).
+"""L1-Sparse (Jia et al. 2023, "model sparsity can simplify machine unlearning"; docs/method.md §5).
 
 Fine-tuning on the retain stream with ``primary(CE) + α_e · ‖θ‖₁``, the L1 norm over *all*
 parameters (weights, biases, norm scales), as the reference. The coefficient α_e of epoch e:
 
-- ``linear_decay`` (SPEC §5): α_e = α·(1 − e/(E − n₀)) for e < E − n₀, then 0, with n₀ =
+- ``linear_decay`` (docs/method.md §5): α_e = α·(1 − e/(E − n₀)) for e < E − n₀, then 0, with n₀ =
   ``no_l1_epochs`` = 1: α decays linearly to 0 over the first E − 1 epochs and the last epoch
   has no penalty (with E = 1 there is no penalty at all);
-- ``constant``: α_e = α every epoch (A-Sparse, SPEC §4).
+- ``constant``: α_e = α every epoch (A-Sparse, docs/method.md §4).
 
 α_e is written into ``aux["l1_alpha"]`` by ``begin_epoch`` (a host-side scalar, like the learning
 rate), so the step compiles once for every epoch.
@@ -48,7 +48,7 @@ def l1_alpha_schedule(alpha: float, epochs: int, schedule: str = "linear_decay",
     """Epoch -> α_e (see the module docstring).
 
     Args:
-      alpha: α (1e-4 in SPEC §5).
+      alpha: α (1e-4 in docs/method.md §5).
       epochs: E.
       schedule: ``linear_decay`` or ``constant``.
       no_l1_epochs: final epochs without the penalty in ``linear_decay`` (1).
@@ -78,8 +78,8 @@ def make_l1_sparse(apply_fn: Callable, *, init_fn: Callable | None = None, lr: f
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
       init_fn: unused.
-      lr: 1e-2 without condensation (SPEC §5); **5e-3 with condensation**.
-      momentum, weight_decay, epochs, batch_size: 0.9, 5e-4, 30, 64 (SPEC §5).
+      lr: 1e-2 without condensation (docs/method.md §5); **5e-3 with condensation**.
+      momentum, weight_decay, epochs, batch_size: 0.9, 5e-4, 30, 64 (docs/method.md §5).
       warmup_epochs: optional linear learning-rate warm-up (0; the rate is constant after it, as
         the reference's step milestones 50, 75 are never reached).
       alpha, l1_schedule, no_l1_epochs: α = 1e-4, ``linear_decay`` (``constant`` for A-Sparse), 1.

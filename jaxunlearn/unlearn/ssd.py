@@ -1,4 +1,4 @@
-"""SSD: selective synaptic dampening (Foster et al., AAAI 2024; SPEC §5).
+"""SSD: selective synaptic dampening (Foster et al., AAAI 2024; docs/method.md §5).
 
 A one-shot edit, no training. With importances
 
@@ -100,7 +100,7 @@ def minibatch_gradient_moments(apply_fn: Callable, params: Params, pools: Sequen
 
 def selective_dampening(params: Params, importance_full: Params, importance_forget: Params, *,
                         alpha: float = 10.0, lam: float = 1.0) -> Params:
-    """θ ← θ·min(1, λA/B) where B > αA, θ unchanged elsewhere (SPEC §5).
+    """θ ← θ·min(1, λA/B) where B > αA, θ unchanged elsewhere (docs/method.md §5).
 
     Args:
       params: the parameters θ.
@@ -129,7 +129,7 @@ def make_ssd(apply_fn: Callable, *, init_fn: Callable | None = None, alpha: floa
     Args:
       apply_fn: ``apply_fn(params, x) -> logits``.
       init_fn: unused.
-      alpha: selection weighting α = 10 (SPEC §5).
+      alpha: selection weighting α = 10 (docs/method.md §5).
       lam: dampening constant λ = 1.
       batch_size: mini-batch size of the importance passes (the reference's loader: 64).
       swap_importances: reproduce the reference's swap (A on the forget set, B on D).
