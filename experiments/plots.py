@@ -4,14 +4,21 @@
 from a study's records:
 
 - ``tradeoff.png``: end-to-end time (unlearning + Blend stages, log scale) against test accuracy
-  and against the MIA score, one colour per method, hollow without and filled with condensation
-  (an arrow joins the two); error bars are 95% confidence intervals over seeds. Multi-round
-  studies plot the time summed over rounds against the last round's metrics.
+  (top row) and against the MIA score (bottom row), one panel per column (without, with Blend),
+  one labelled dot per method at its seed mean, with each seed as a small dot and the min-max
+  range over seeds as thin lines (never a t-interval, which a few bimodal seeds would stretch
+  past 0 or 100); labels are placed where they hide no other label or dot. Multi-round studies
+  plot the time summed over rounds against the last round's metrics.
 - ``loss_hist.png``: histograms of the per-example cross-entropy on the forget set and on unseen
-  data (the MIA's negatives) before (the original model) and after each method; counts summed
-  over seeds, from each record's ``loss_hist`` (see :func:`jaxunlearn.evaluate.loss_histogram`).
+  data (the MIA's negatives) before (the original model) and after each method, one row per
+  seed in every panel (never pooled over seeds: each model's own distributions), from each
+  record's ``loss_hist`` (see :func:`jaxunlearn.evaluate.loss_histogram`), with that model's
+  MIA score.
 - ``rounds.png`` (multi-round studies): cumulative time, test and forget accuracy and MIA per
-  round.
+  round, a row per column (without, with Blend), lines through the seed means and min-max bands.
+
+Percent axes never leave [0, 100]. ``tradeoff_figure``, ``loss_hist_figure`` and
+``rounds_figure`` return the unsaved figures (for tests or further editing).
 
 :func:`forgetting_curves_plot` draws ``experiments.forgetting_curves``'s figure: the metrics of
 every evaluation during unlearning against seconds on a log axis, with Retrain's level as a band.
@@ -32,25 +39,29 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from experiments.io import atomic_write
-from jaxunlearn.metrics import confidence_interval
 
 __all__ = [
     "blend_grid",
     "blend_grid_from_output",
     "forgetting_curves_plot",
+    "loss_hist_figure",
     "loss_hist_plot",
+    "rounds_figure",
     "rounds_plot",
+    "tradeoff_figure",
     "tradeoff_plot",
     "ulira_roc_plot",
     "write_plots",
 ]
 
-_COND_NAME = {False: "w/o DC", True: "w DC"}
+_COND_NAME = {False: "without Blend", True: "with Blend"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,12 +94,9 @@ def _short_labels(records: Sequence[dict]) -> Callable[[str], str]:
     return lambda lab: lab[len(prefix):-1] if lab.startswith(prefix) else lab
 
 
-def _mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    mean, half = confidence_interval(vals)
-    return float(mean), (float(half) if len(vals) > 1 and np.isfinite(half) else 0.0)
+def _finite(values: Any) -> np.ndarray:
+    vals = np.asarray([np.nan if v is None else float(v) for v in values], float)
+    return vals[np.isfinite(vals)]
 
 
 def _last_round(records: Sequence[dict]) -> int:
@@ -103,72 +111,158 @@ def _per_seed_totals(records: Sequence[dict]) -> dict[tuple, dict[int, float]]:
     return tot
 
 
+def _percent_limits(values: Any, pad: float = 0.06) -> tuple[float, float]:
+    """Y-limits around ``values`` (percent), padded, never beyond [0, 100]."""
+    vals = _finite(values)
+    if not vals.size:
+        return 0.0, 100.0
+    lo, hi = float(vals.min()), float(vals.max())
+    margin = max(pad * (hi - lo), 1.0)
+    return max(lo - margin, 0.0), min(hi + margin, 100.0)
+
+
+def _log_limits(values: Any, pad: float = 0.08) -> tuple[float, float]:
+    """Log-axis limits around the positive ``values``, padded by a fraction of their decades."""
+    vals = _finite(values)
+    vals = vals[vals > 0]
+    if not vals.size:
+        return 0.1, 10.0
+    lo, hi = float(vals.min()), float(vals.max())
+    factor = 10 ** (pad * max(np.log10(hi / lo), 1.0))
+    return lo / factor, hi * factor
+
+
 # ---------------------------------------------------------------------------------------------
 # Figures
 
 
-def tradeoff_plot(path: str, records: Sequence[dict]) -> str | None:
-    """Time (log) vs test accuracy and vs MIA per method, w/o (hollow) and w (filled) DC."""
+_METRIC_NAME = {
+    "test_acc": "test accuracy (%)",
+    "forget_acc": "forget accuracy (%)",
+    "retain_acc": "retain accuracy (%)",
+    "test_retained_acc": "test accuracy, retained classes (%)",
+    "mia": "MIA score (%, 50 = ideal)",
+}
+_COLUMN_TITLE = {False: "without Blend (real images)",
+                 True: "with Blend (condensed images; time includes the Blend stages)"}
+
+
+def tradeoff_figure(records: Sequence[dict], *,
+                    fields: Sequence[str] = ("test_acc", "mia")) -> Figure | None:
+    """The trade-off figure of :func:`tradeoff_plot`, not yet saved (``None`` without methods).
+
+    Args:
+      records: a study's records (``method``, ``condensed``, ``seed``, ``total_s``, the fields;
+        optional ``variant`` and ``round``).
+      fields: one row of panels per record field, each a percent metric (``test_acc``,
+        ``forget_acc``, ``retain_acc``, ``test_retained_acc``, ``mia``).
+
+    Returns:
+      A figure with ``len(fields)`` rows and one column per condensation column present
+      (without, with Blend); each panel holds one labelled dot per method.
+    """
     rs = [r for r in records if r["method"] != "original"]
     if not rs:
         return None
     last = _last_round(rs)
-    multi = last > 0
     totals = _per_seed_totals(rs)
-    finals = defaultdict(list)
+    groups: dict[tuple, list[tuple[float, dict]]] = defaultdict(list)
     for r in rs:
         if int(r.get("round", 0)) == last:
-            finals[(_label(r), bool(r["condensed"]))].append(r)
-    labels = list(dict.fromkeys(_label(r) for r in rs))
+            key = (_label(r), bool(r["condensed"]))
+            groups[key].append((totals[key][r["seed"]], r))
+    labels = list(dict.fromkeys(lab for lab, _ in groups))
+    conds = sorted({c for _, c in groups})
+    colours = dict(zip(labels, _colours(len(labels)), strict=True))
+    markers = dict(zip(labels, _markers(len(labels)), strict=True))
     short = _short_labels(rs)
-    colours = _colours(len(labels))
-    fig = _figure(12, 4.6)
-    axes = fig.subplots(1, 2, gridspec_kw=dict(wspace=0.28))
-    fields = (("test_acc", "test accuracy (%)"), ("mia", "MIA score (50 = ideal)"))
-    for ax, (field, name) in zip(axes, fields, strict=True):
-        for li, lab in enumerate(labels):
-            pts = []
-            for cond in (False, True):
-                group = finals.get((lab, cond))
-                if not group:
+    n_seeds = max(len(g) for g in groups.values())
+    w, h = 6.4 * len(conds) + 0.9, 3.8 * len(fields) + 1.6
+    fig = _figure(w, h)
+    axes = fig.subplots(len(fields), len(conds), squeeze=False, sharex=True, sharey="row")
+    fig.subplots_adjust(left=0.75 / w, right=1 - 0.15 / w, bottom=0.65 / h, top=1 - 0.95 / h,
+                        wspace=0.07, hspace=0.12)
+    ref_label = "retrain" if ("retrain", False) in groups else None
+    pending = {}  # panel -> its labels, placed once every limit is final
+    for row, field in enumerate(fields):
+        row_vals = [r.get(field) for g in groups.values() for _, r in g]
+        ref = None
+        if ref_label:
+            ref_vals = _finite([r.get(field) for _, r in groups[(ref_label, False)]])
+            ref = float(ref_vals.mean()) if ref_vals.size else None
+        axes[row, 0].set_ylim(*_percent_limits(row_vals + ([50.0] if field == "mia" else [])))
+        for col, cond in enumerate(conds):
+            ax = axes[row, col]
+            items = []
+            for lab in labels:
+                pts = [(t, r.get(field)) for t, r in groups.get((lab, cond), [])]
+                pts = np.asarray([(t, v) for t, v in pts if t > 0 and v is not None
+                                  and np.isfinite(v)], float).reshape(-1, 2)
+                if not len(pts):
                     continue
-                seeds = [r["seed"] for r in group]
-                t, terr = _mean_ci([totals[(lab, cond)][s] for s in seeds])
-                v, verr = _mean_ci([r.get(field) for r in group])
-                if not (np.isfinite(t) and np.isfinite(v)) or t <= 0:
-                    continue
-                ax.errorbar(t, v, xerr=terr or None, yerr=verr or None, fmt="o", ms=8,
-                            color=colours[li], mfc=colours[li] if cond else "white",
-                            mew=1.6, capsize=2, lw=1, zorder=3)
-                pts.append((t, v))
-            if len(pts) == 2:
-                ax.annotate("", xy=pts[1], xytext=pts[0], zorder=2,
-                            arrowprops=dict(arrowstyle="->", color=colours[li], lw=1, alpha=0.7))
-            if pts:
-                ax.annotate(short(lab), pts[0], textcoords="offset points", xytext=(6, 5),
-                            fontsize=8, color=colours[li])
-        if field == "mia":
-            ax.axhline(50, color="grey", lw=0.8, ls=":")
-        ax.margins(x=0.2, y=0.08)  # room for the labels
-        _clip_percent(ax)
+                ts, vs = pts[:, 0], pts[:, 1]
+                tm, vm, c = float(ts.mean()), float(vs.mean()), colours[lab]
+                if len(pts) > 1:  # min-max over seeds, then each seed
+                    ax.plot([ts.min(), ts.max()], [vm, vm], color=c, lw=1, alpha=0.5, zorder=2)
+                    ax.plot([tm, tm], [vs.min(), vs.max()], color=c, lw=1, alpha=0.5, zorder=2)
+                    ax.plot(ts, vs, ls="", marker="o", ms=3, color=c, alpha=0.6, zorder=3,
+                            clip_on=False)
+                ax.plot([tm], [vm], ls="", marker=markers[lab], ms=7.5, color=c, mec="white",
+                        mew=0.8, zorder=4, clip_on=False)
+                items.append((short(lab), (tm, vm), c, pts))
+            if ref is not None:
+                ax.axhline(ref, color="black", ls="--", lw=0.8, alpha=0.6, zorder=1)
+            if field == "mia":
+                ax.axhline(50, color="grey", ls=":", lw=1, zorder=1)
+            ax.grid(alpha=0.3, which="both")
+            ax.tick_params(labelsize=8)
+            pending[ax] = items
+            if row == 0:
+                ax.set_title(_COLUMN_TITLE[cond], fontsize=9)
+            if col == 0:
+                ax.set_ylabel(_METRIC_NAME.get(field, field) +
+                              (f", after round {last}" if last else ""), fontsize=9)
+            if row == len(fields) - 1:
+                ax.set_xlabel(("time summed over rounds" if last else "time") +
+                              " (s, log; unlearning + Blend stages)", fontsize=9)
+    times = [t for g in groups.values() for t, _ in g]
+    axes[0, 0].set_xlim(*_log_limits(times))
+    for ax in axes.ravel():
         _log_axis(ax, "x")
-        ax.set_xlabel(("time summed over rounds" if multi else "time") +
-                      " (s, unlearning + Blend stages, log)")
-        ax.set_ylabel(name + (f", round {last}" if multi else ""))
-        ax.grid(alpha=0.3, which="both")
-    handles = [Line2D([], [], marker="o", ls="", color="k", mfc="white", label="w/o condensation"),
-               Line2D([], [], marker="o", ls="", color="k", label="with Blend condensation")]
-    axes[1].legend(handles=handles, loc="best", fontsize=8)
-    fig.suptitle(_title(records) + ": time vs utility and privacy (mean ± 95% CI over seeds)",
-                 fontsize=10)
-    return _save(fig, path)
+    for ax, items in pending.items():
+        _place_labels(ax, items)
+    handles = [Line2D([], [], ls="", marker="o", ms=7.5, color="dimgrey", mec="white",
+                      label=f"mean over {n_seeds} seeds" if n_seeds > 1 else "one seed")]
+    if n_seeds > 1:
+        handles += [Line2D([], [], ls="", marker="o", ms=3, color="dimgrey", label="one seed"),
+                    Line2D([], [], color="dimgrey", lw=1, label="min–max over seeds")]
+    if ref_label:
+        handles.append(Line2D([], [], color="black", ls="--", lw=0.8,
+                              label="Retrain without Blend (mean)"))
+    if "mia" in fields:
+        handles.append(Line2D([], [], color="grey", ls=":", lw=1, label="MIA 50 = ideal"))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.38 / h),
+               ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(_title(records) + ": time against " +
+                 " and ".join(_METRIC_NAME.get(f, f).split(" (")[0] for f in fields) +
+                 ", one dot per method", fontsize=10, y=1 - 0.08 / h)
+    return fig
 
 
-def loss_hist_plot(path: str, records: Sequence[dict]) -> str | None:
-    """Forget vs unseen loss histograms before (original) and after each method (last round).
+def tradeoff_plot(path: str, records: Sequence[dict], *,
+                  fields: Sequence[str] = ("test_acc", "mia")) -> str | None:
+    """Write :func:`tradeoff_figure` to ``path``; ``None`` when there is nothing to draw."""
+    fig = tradeoff_figure(records, fields=fields)
+    return None if fig is None else _save(fig, path)
 
-    Method studies: one row per method, columns w/o and w DC. Variant studies (ablations): one
-    panel per variant, four to a row.
+
+def loss_hist_figure(records: Sequence[dict]) -> Figure | None:
+    """The loss-histogram figure of :func:`loss_hist_plot`, not yet saved.
+
+    Method studies: one row per method, columns without and with Blend. Variant studies
+    (ablations): one panel per variant, four to a row. Each panel has one row per seed (never
+    pooled), the forget set's and unseen data's histograms (fractions of the set per loss bin, a
+    filled outline each) and that model's MIA score.
     """
     last = _last_round(records)
     rs = [r for r in records if int(r.get("round", 0)) == last and r.get("loss_hist")]
@@ -187,63 +281,112 @@ def loss_hist_plot(path: str, records: Sequence[dict]) -> str | None:
         ncols = len(conds)
         slots = {k: (labels.index(k[0]), conds.index(k[1])) for k in order}
     nrows = 1 + max(i for i, _ in slots.values())
-    fig = _figure(4.0 * ncols, 2.1 * nrows + 0.5, layout="constrained")
-    axes = np.array(fig.subplots(nrows, ncols, squeeze=False))
+    free = [(i, j) for i in range(nrows) for j in range(ncols) if (i, j) not in slots.values()]
+    fig = _figure(4.3 * ncols, 2.0 * nrows + (0.5 if free else 0.9), layout="constrained")
+    axes = np.array(fig.subplots(nrows, ncols, squeeze=False, sharex=True))
     for ax in axes.ravel():
         ax.axis("off")
     short = _short_labels(rs)
+    n_seeds = max(len(g) for g in panels.values())
+    sets = (("unseen", "tab:blue", "unseen data (the MIA's negatives)"),
+            ("forget", "tab:red", "forget set"))
     for key, (i, j) in slots.items():
         lab, cond = key
-        group = panels[key]
+        group = sorted(panels[key], key=lambda g: g["seed"])
         ax = axes[i, j]
         ax.axis("on")
         edges = np.asarray(group[0]["loss_hist"]["edges"], float)
         shown = edges.copy()
-        shown[0] = edges[1] / 10  # the [0, 1e-4) bin, drawn on the log axis
-        for name, colour in (("unseen", "tab:blue"), ("forget", "tab:red")):
-            counts = np.sum([g["loss_hist"][name] for g in group], axis=0).astype(float)
-            frac = counts / max(counts.sum(), 1.0)
-            mean = _mean_ci([g["loss_hist"][name + "_mean"] for g in group])[0]
-            ax.stairs(frac, shown, color=colour, fill=True, alpha=0.35,
-                      label=f"{name} (mean {mean:.2f})")
+        shown[0] = edges[1] ** 2 / edges[2]  # the [0, 1e-4) bin, as wide as the next (log)
+        fracs = {(k, name): np.asarray(g["loss_hist"][name], float)
+                 for k, g in enumerate(group) for name, _, _ in sets}
+        fracs = {kn: c / max(c.sum(), 1.0) for kn, c in fracs.items()}
+        peak = max(max(float(f.max()) for f in fracs.values()), 1e-9)
+        for k, g in enumerate(group):  # one ridge per seed, top to bottom, never pooled
+            base = len(group) - 1 - k
+            for name, colour, _ in sets:
+                ax.stairs(base + 0.9 * fracs[(k, name)] / peak, shown, baseline=base,
+                          fill=True, color=colour, alpha=0.35, lw=0)
+                ax.stairs(base + 0.9 * fracs[(k, name)] / peak, shown, baseline=None,
+                          color=colour, lw=0.9)
+            mia = g.get("mia")
+            if mia is not None and np.isfinite(mia):
+                ax.text(0.995, (base + 0.55) / len(group), f"MIA {mia:.0f}", fontsize=7,
+                        ha="right", va="center", transform=ax.transAxes,
+                        bbox=dict(boxstyle="square,pad=0.15", fc="white", ec="none", alpha=0.8))
         ax.set_xscale("log")
-        mia = _mean_ci([g.get("mia") for g in group])[0]
+        ax.set_ylim(0, len(group))
+        ax.set_yticks(np.arange(len(group)) + 0.4,
+                      [f"seed {g['seed']}" for g in reversed(group)], fontsize=7)
+        for y in range(1, len(group)):
+            ax.axhline(y, color="grey", lw=0.5)
         if lab == "original":
             name = "before unlearning (original)"
         elif short(lab) != lab:
             name = short(lab)
         else:
             name = f"{lab} {_COND_NAME[cond]}"
-        ax.set_title(f"{name}: MIA {mia:.1f}", fontsize=9)
-        ax.legend(fontsize=7, loc="upper right")
-        ax.tick_params(labelsize=7)
-        ax.set_xlabel("per-example CE (log; leftmost bin ≤ 1e-4)", fontsize=7)
-        ax.set_ylabel("fraction", fontsize=7)
-    fig.suptitle(_title(records) + ": forget vs unseen losses" +
-                 (f" (round {last})" if last else "") + ", summed over seeds", fontsize=10)
-    return _save(fig, path)
+        if group[0].get("variant_desc"):
+            name += f": {group[0]['variant_desc']}"
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7, labelbottom=True)
+        ax.set_xlabel("per-example cross-entropy (log; leftmost bin < 1e-4)", fontsize=7)
+        ax.grid(alpha=0.25, axis="x")
+    handles = [Patch(facecolor=colour, edgecolor=colour, alpha=0.5, label=text)
+               for _, colour, text in sets]
+    note = (("one row per seed" if n_seeds > 1 else "one seed") +
+            "; height: fraction of the set per bin (one scale per panel)"
+            "; MIA score of that model at the right (50 = ideal)")
+    if free:
+        i, j = free[0]
+        axes[i, j].legend(handles=handles, loc="center", fontsize=9, frameon=False,
+                          title=note.replace("; ", "\n"), title_fontsize=8)
+    else:
+        fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8,
+                   frameon=False, title=note, title_fontsize=8)
+    fig.suptitle(_title(records) + ": per-example losses on the forget set and on unseen data" +
+                 (f" after round {last}" if last else ""), fontsize=10)
+    return fig
 
 
-def rounds_plot(path: str, records: Sequence[dict]) -> str | None:
-    """Per-round curves of a multi-round study: cumulative time, accuracies, MIA."""
+def loss_hist_plot(path: str, records: Sequence[dict]) -> str | None:
+    """Write :func:`loss_hist_figure` to ``path``; ``None`` without loss histograms."""
+    fig = loss_hist_figure(records)
+    return None if fig is None else _save(fig, path)
+
+
+def rounds_figure(records: Sequence[dict]) -> Figure | None:
+    """The per-round figure of :func:`rounds_plot`, not yet saved (``None`` for one round).
+
+    One row per condensation column (without, with Blend), one column per metric (cumulative
+    time, test accuracy, forget accuracy, MIA); a line per method through the seed means, with
+    the min-max band over seeds.
+    """
     rounds = sorted({int(r.get("round", 0)) for r in records})
     if len(rounds) < 2:
         return None
     rs = [r for r in records if r["method"] != "original"]
+    if not rs:
+        return None
     labels = list(dict.fromkeys(_label(r) for r in rs))
-    colours = _colours(len(labels))
+    colours = dict(zip(labels, _colours(len(labels)), strict=True))
+    markers = dict(zip(labels, _markers(len(labels)), strict=True))
+    short = _short_labels(rs)
+    conds = sorted({bool(r["condensed"]) for r in rs})
     by = defaultdict(list)
     for r in rs:
         by[(_label(r), bool(r["condensed"]), int(r.get("round", 0)))].append(r)
-    fig = _figure(12, 6.5, layout="constrained")
-    axes = fig.subplots(2, 2).ravel()
-    fields = (("total_s", "cumulative time (s, unlearning + Blend)"),
-              ("test_acc", "test accuracy (%)"), ("forget_acc", "forget accuracy (%)"),
-              ("mia", "MIA score (50 = ideal)"))
-    for ax, (field, name) in zip(axes, fields, strict=True):
-        for li, lab in enumerate(labels):
-            for cond in (False, True):
-                xs, ys, es = [], [], []
+    fields = (("total_s", "cumulative time (s, log; unlearning + Blend)"),
+              ("test_acc", _METRIC_NAME["test_acc"]), ("forget_acc", _METRIC_NAME["forget_acc"]),
+              ("mia", _METRIC_NAME["mia"]))
+    fig = _figure(17, 3.3 * len(conds) + 0.8, layout="constrained")
+    axes = fig.subplots(len(conds), len(fields), squeeze=False, sharex=True, sharey="col")
+    n_seeds = 1
+    for row, cond in enumerate(conds):
+        for col, (field, name) in enumerate(fields):
+            ax = axes[row, col]
+            for lab in labels:
+                xs, lo, mid, hi = [], [], [], []
                 cum: dict[int, float] = defaultdict(float)
                 for rnd in rounds:
                     group = by.get((lab, cond, rnd))
@@ -252,31 +395,55 @@ def rounds_plot(path: str, records: Sequence[dict]) -> str | None:
                     if field == "total_s":
                         for g in group:
                             cum[g["seed"]] += float(g.get("total_s") or 0.0)
-                        m, e = _mean_ci([cum[g["seed"]] for g in group])
+                        vals = _finite([cum[g["seed"]] for g in group])
                     else:
-                        m, e = _mean_ci([g.get(field) for g in group])
+                        vals = _finite([g.get(field) for g in group])
+                    if not vals.size:
+                        break
+                    n_seeds = max(n_seeds, vals.size)
                     xs.append(rnd)
-                    ys.append(m)
-                    es.append(e)
-                if xs:  # w/o and w DC side by side, not on top of each other
-                    xs = np.asarray(xs, float) + (0.04 if cond else -0.04)
-                    ax.errorbar(xs, ys, yerr=es, color=colours[li], ls="-" if cond else "--",
-                                marker="o" if cond else "s", mfc=colours[li] if cond else "white",
-                                capsize=2, label=f"{lab} {_COND_NAME[cond]}")
-        ax.set_xticks(rounds)
-        ax.set_xlabel("round")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
+                    lo.append(vals.min())
+                    mid.append(vals.mean())
+                    hi.append(vals.max())
+                if not xs:
+                    continue
+                ax.plot(xs, mid, color=colours[lab], marker=markers[lab], ms=4, lw=1.2,
+                        clip_on=False)
+                if max(np.subtract(hi, lo)) > 0:
+                    ax.fill_between(xs, lo, hi, color=colours[lab], alpha=0.12, lw=0)
+            ax.set_xticks(rounds)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=8)
+            if field == "mia":
+                ax.axhline(50, color="grey", ls=":", lw=1)
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(_COLUMN_TITLE[cond].split(" (")[0], fontsize=9)
+            if row == len(conds) - 1:
+                ax.set_xlabel("round", fontsize=9)
+    for col, (field, _) in enumerate(fields):
         if field == "total_s":
-            _log_axis(ax, "y")
+            _log_axis(axes[0, col], "y")
         else:
-            _clip_percent(ax)
-        if field == "mia":
-            ax.axhline(50, color="grey", lw=0.8, ls=":")
-    axes[0].legend(fontsize=7, ncol=2)
-    fig.suptitle(_title(records) + ": multi-round forgetting (mean ± 95% CI over seeds)",
-                 fontsize=10)
-    return _save(fig, path)
+            vals = [line.get_ydata() for ax in axes[:, col] for line in ax.get_lines()]
+            vals += [c.get_paths()[0].vertices[:, 1] for ax in axes[:, col]
+                     for c in ax.collections if c.get_paths()]
+            axes[0, col].set_ylim(*_percent_limits(np.concatenate(vals) if vals else []))
+    handles = [Line2D([], [], color=colours[lab], marker=markers[lab], ms=4, lw=1.2,
+                      label=short(lab)) for lab in labels]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False,
+               title="method", title_fontsize=8)
+    band = f"; band: min–max over {n_seeds} seeds" if n_seeds > 1 else ""
+    fig.suptitle(_title(records) + ": multi-round forgetting, line through the seed means" +
+                 band, fontsize=10)
+    return fig
+
+
+def rounds_plot(path: str, records: Sequence[dict]) -> str | None:
+    """Write :func:`rounds_figure` to ``path``; ``None`` for a single-round study."""
+    fig = rounds_figure(records)
+    return None if fig is None else _save(fig, path)
 
 
 def blend_grid(path: str, blended_x: Any, members_x_list: Sequence[Any], *,
@@ -413,7 +580,8 @@ def forgetting_curves_plot(path: str, series: dict[tuple[str, bool], list[list[d
                     v = [p[field] for p in pts]
                     keep = [i for i, x in enumerate(t) if x > 0 and v[i] is not None]
                     ax.plot([t[i] for i in keep], [v[i] for i in keep], color=colours[method],
-                            lw=1.0, alpha=0.55, marker="o" if len(pts) <= 5 else None, ms=3.5)
+                            lw=1.0, alpha=0.55, marker="o" if len(pts) <= 5 else None, ms=3.5,
+                            clip_on=False)  # a curve at 0% or 100% stays visible
             _log_axis(ax, "x")
             ax.set_xlim(left=left)
             _clip_percent(ax)
@@ -480,24 +648,105 @@ def ulira_roc_plot(path: str, curves: dict[str, tuple[Any, Any, float]], *,
 # ---------------------------------------------------------------------------------------------
 
 
+def _place_labels(ax, items: Sequence[tuple], fontsize: float = 8) -> None:
+    """Write each item's label next to its point, where it hides no other label or dot.
+
+    Greedy, the most crowded points first: each label takes, among 8 directions at growing
+    distances (pixels of the figure's final layout), the place that least overlaps the labels
+    already placed and every dot (heavily), the min-max lines (lightly) and the outside of the
+    panel, nearer places winning ties; a label set away from its point gets a thin leader line.
+    ``items``: ``(text, (x, y), colour, [n, 2] per-seed points)``.
+    """
+    if not items:
+        return
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    panel = (box.x0, box.y0, box.x1, box.y1)
+    to_px = ax.transData.transform
+    centres = [to_px(xy) for _, xy, _, _ in items]
+    dots = [(*to_px(xy), 6.0) for _, xy, _, _ in items]  # (x, y, half size) in pixels
+    dots += [(*to_px(p), 2.5) for *_, pts in items for p in pts]
+    solid = [(x - s, y - s, x + s, y + s) for x, y, s in dots]
+    lines = []
+    for (*_, pts), (cx, cy) in zip(items, centres, strict=True):
+        if len(pts) > 1:
+            (x0, y0), (x1, y1) = to_px(pts.min(0)), to_px(pts.max(0))
+            lines += [(x0, cy - 1.5, x1, cy + 1.5), (cx - 1.5, y0, cx + 1.5, y1)]
+    crowd = [sum(np.hypot(*(c - d)) < 60 for d in centres) for c in centres]
+    directions = [(1, 1), (1, 0), (1, -1), (0, 1), (0, -1), (-1, 1), (-1, 0), (-1, -1)]
+    for k in sorted(range(len(items)), key=lambda i: -crowd[i]):
+        text, xy, colour, _ = items[k]
+        px, py = centres[k]
+        probe = ax.text(0, 0, text, fontsize=fontsize)
+        ext = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h = ext.width + 2, ext.height + 2
+        best = None
+        for radius in (7, 12, 20, 30, 42, 56, 72, 90, 110, 135):
+            for ux, uy in directions:
+                norm = np.hypot(ux, uy)
+                dx, dy = radius * ux / norm, radius * uy / norm
+                x0 = px + dx - (0 if ux > 0 else w if ux < 0 else w / 2)
+                y0 = py + dy - (0 if uy > 0 else h if uy < 0 else h / 2)
+                cand = (x0, y0, x0 + w, y0 + h)
+                cost = (10 * sum(_overlap(cand, o) for o in solid)
+                        + 0.5 * sum(_overlap(cand, o) for o in lines)
+                        + 50 * (w * h - _overlap(cand, panel)) + 2 * radius)
+                if best is None or cost < best[0]:
+                    best = (cost, radius, dx, dy, ux, uy, cand)
+        _, radius, dx, dy, ux, uy, cand = best
+        solid.append(cand)
+        arrow = dict(arrowstyle="-", color=colour, lw=0.6, alpha=0.7, shrinkA=0, shrinkB=4)
+        ink = tuple(0.75 * np.asarray(to_rgb(colour)))  # darker than the dot, for reading
+        ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset pixels", fontsize=fontsize,
+                    color=ink, bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none",
+                                         alpha=0.75),
+                    ha="left" if ux > 0 else "right" if ux < 0 else "center",
+                    va="bottom" if uy > 0 else "top" if uy < 0 else "center", zorder=5,
+                    arrowprops=arrow if radius >= 20 else None)
+
+
+def _overlap(a: tuple, b: tuple) -> float:
+    """Area shared by two boxes ``(x0, y0, x1, y1)``."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
 def _clip_percent(ax) -> None:
-    """Keep a percent axis within [0, 100] (wide CIs of few seeds would stretch it)."""
+    """Keep a percent axis within [0, 100] (the y-limits never leave the metric's range)."""
     lo, hi = ax.get_ylim()
-    ax.set_ylim(max(lo, -1.0), min(hi, 101.0))
+    ax.set_ylim(max(lo, 0.0), min(hi, 100.0))
 
 
 def _log_axis(ax, which: str) -> None:
-    """Log scale with plain-number labels at 1, 2, 5 × 10^k (no crowded minor labels)."""
+    """Log scale with plain-number labels: every 1..9 × 10^k within a decade, 1, 2, 5 × 10^k
+    over a few, 10^k only over more (decided when drawn, so after any later ``set_xlim``)."""
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     axis = ax.xaxis if which == "x" else ax.yaxis
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+    def label(v: float, _) -> str:
+        lo, hi = sorted(axis.get_view_interval())
+        decades = np.log10(hi / lo) if lo > 0 else np.inf
+        mantissa = round(v / 10 ** np.floor(np.log10(v) + 1e-9), 6)
+        shown = {1.0} if decades > 2.5 else {1.0, 2.0, 5.0} if decades > 1.2 else None
+        return f"{v:g}" if shown is None or mantissa in shown else ""
+
+    axis.set_major_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+    axis.set_major_formatter(FuncFormatter(label))
     axis.set_minor_formatter(NullFormatter())
 
 
 def _colours(n: int) -> list:
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
+    """``n`` colours: tab10's, then ten darker ones unlike them (none pale, for text too)."""
+    tab10 = colormaps["tab10"]
+    more = ["#393b79", "#637939", "#b8860b", "#7b4173", "#008080", "#800000", "#4b0082",
+            "#556b2f", "#c71585", "#2f4f4f"]
+    return [tab10(i) if i < 10 else more[(i - 10) % 10] for i in range(n)]
+
+
+def _markers(n: int) -> list[str]:
+    """``n`` markers that change with each round of 10 colours (tell tab20's pairs apart)."""
+    return [("o", "s", "^", "D")[(i // 10) % 4] for i in range(n)]
 
 
 def _title(records: Sequence[dict]) -> str:

@@ -87,7 +87,7 @@ def test_dataset_configs_carry_the_papers_settings():
     s, c = svhn.get_config(), cinic10.get_config()
     assert (s.dataset, s.model, s.ipc) == ("svhn", "resnet18", 100)
     assert (c.dataset, c.model, c.ipc) == ("cinic10", "resnet18", 800)
-    # SVHN keeps the library's A-CF learning rate (2.4e-4, SPEC §4); CINIC-10 sets its own
+    # SVHN keeps the library's A-CF learning rate (2.4e-4, docs/method.md §4); CINIC-10 sets its own
     assert "a_cf" not in s.method_hparams and c.hparams("a_cf", False)["lr"] == 1e-4
     # the paper's with-condensation values apply over the factories' defaults
     # (every value is checked against the reference's files in test_reference_hparams.py)
@@ -681,3 +681,120 @@ def test_blend_grid_draws_blends_next_to_members(tmp_path):
     assert os.path.getsize(gray) > 1000
     with pytest.raises(ValueError, match="member arrays"):
         plots.blend_grid(str(tmp_path / "bad.png"), x[:2], [x[:3]])
+
+
+def _seed_records(values, *, methods=("retrain", "cf"), conds=(False, True), rounds=1,
+                  field="test_acc"):
+    """Records whose ``field`` takes ``values[seed]`` for every method (other metrics fixed)."""
+    k = len(evaluate.LOSS_EDGES) - 1
+    out = []
+    for seed, v in enumerate(values):
+        counts = np.zeros(k, int)
+        counts[5 + 10 * seed] = 10  # each seed's losses in its own bin
+        hist = {"edges": evaluate.LOSS_EDGES.tolist(), "forget": counts.tolist(),
+                "unseen": np.roll(counts, 2).tolist(), "forget_mean": 0.1, "unseen_mean": 0.2}
+        for rnd in range(rounds):
+            for i, m in enumerate(methods):
+                for c in conds:
+                    r = dict(study="s", dataset="digits", model="convnet", method=m,
+                             condensed=c, seed=seed, round=rnd, loss_hist=hist, test_acc=90.0,
+                             forget_acc=50.0, mia=50.0, total_s=1.0 + 0.3 * i + seed + c)
+                    r[field] = v
+                    out.append(r)
+    return out
+
+
+def _drawn_values(ax):
+    """Every y-value an axes draws: lines (dots, ranges) and filled bands."""
+    ys = [np.asarray(line.get_ydata(), float) for line in ax.get_lines()]
+    ys += [p.vertices[:, 1] for c in ax.collections for p in c.get_paths()]
+    return np.concatenate(ys) if ys else np.zeros(0)
+
+
+def test_plot_tradeoff_has_one_panel_per_column_and_percent_axes_in_range():
+    fig = plots.tradeoff_figure(_fake_records())
+    assert len(fig.axes) == 4  # test accuracy and MIA, each without and with Blend
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert any("without Blend" in t for t in titles) and any("with Blend" in t for t in titles)
+    for ax in fig.axes:
+        lo, hi = ax.get_ylim()
+        assert 0 <= lo < hi <= 100
+        assert ax.get_xscale() == "log"
+    only_without = [r for r in _fake_records() if not r["condensed"]]
+    assert len(plots.tradeoff_figure(only_without).axes) == 2
+    fig = plots.tradeoff_figure(_fake_records(), fields=("forget_acc",))
+    assert len(fig.axes) == 2 and "forget accuracy (%)" in fig.axes[0].get_ylabel()
+
+
+@pytest.mark.parametrize("field", ["test_acc", "mia"])
+def test_plot_of_bimodal_seeds_draws_their_range_not_an_interval_off_axis(field):
+    """Seeds at 10, 100 and 55: a mean ± t-interval would span 55 ± 112; we draw the seeds."""
+    fig = plots.tradeoff_figure(_seed_records([10.0, 100.0, 55.0], field=field))
+    row = 0 if field == "test_acc" else 1
+    for ax in fig.axes:
+        lo, hi = ax.get_ylim()
+        assert 0 <= lo < hi <= 100
+        ys = _drawn_values(ax)
+        assert ys.min() >= 0 and ys.max() <= 100
+    ax = fig.axes[2 * row]
+    spans = [tuple(line.get_ydata()) for line in ax.get_lines() if len(line.get_ydata()) == 2]
+    assert (10.0, 100.0) in spans  # the min-max range over seeds, as drawn
+    seeds = [line for line in ax.get_lines() if len(line.get_ydata()) == 3]
+    assert len(seeds) == 2  # one dot per seed, for each method in this column
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "min–max over seeds" in legend and "one seed" in legend and "mean over 3" in legend
+
+
+def test_plot_labels_do_not_overlap_when_methods_crowd():
+    from matplotlib.text import Text
+
+    rng = np.random.default_rng(1)
+    records = []
+    for i in range(14):  # 14 methods within a few pixels of one another
+        for c in (False, True):
+            records.append(dict(study="s", dataset="digits", model="convnet", method=f"m{i:02d}",
+                                condensed=c, seed=0, round=0, test_acc=98 + rng.random(),
+                                mia=55 + rng.random(), total_s=1 + 0.2 * rng.random()))
+    fig = plots.tradeoff_figure(records)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # without leader lines
+        assert len(boxes) == 14
+        frame = ax.get_window_extent(renderer)
+        for i, a in enumerate(boxes):
+            assert frame.x0 - 1 <= a.x0 and a.x1 <= frame.x1 + 1
+            assert frame.y0 - 1 <= a.y0 and a.y1 <= frame.y1 + 1
+            for b in boxes[i + 1:]:
+                assert not a.overlaps(b), (a, b)
+
+
+def test_plot_loss_hist_draws_each_seed_not_the_pool():
+    from matplotlib.patches import StepPatch
+
+    records = _seed_records([60.0, 70.0, 80.0], methods=("original", "cf"))
+    records = [r for r in records if not (r["method"] == "original" and r["condensed"])]
+    fig = plots.loss_hist_figure(records)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 3  # original, cf without and with Blend
+    for ax in panels:
+        outlines = [p for p in ax.patches if isinstance(p, StepPatch) and not p.get_fill()]
+        assert len(outlines) == 2 * 3  # forget and unseen, one line per seed
+        peaks = sorted(int(np.argmax(p.get_data().values)) for p in outlines)
+        assert len(set(peaks)) == 6  # each seed keeps its own bins: nothing summed
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["seed 2", "seed 1", "seed 0"]
+        assert ax.get_xscale() == "log"
+
+
+def test_plot_rounds_bands_stay_in_range_with_bimodal_seeds():
+    records = _seed_records([0.0, 100.0, 50.0], rounds=3, field="forget_acc")
+    fig = plots.rounds_figure(records)
+    assert len(fig.axes) == 2 * 4  # (without, with Blend) × (time, test, forget, MIA)
+    for ax in fig.axes:
+        if ax.get_yscale() == "log":
+            continue
+        lo, hi = ax.get_ylim()
+        assert 0 <= lo < hi <= 100
+        ys = _drawn_values(ax)
+        assert ys.min() >= 0 and ys.max() <= 100
+    assert "min–max over 3 seeds" in fig.get_suptitle()
