@@ -20,8 +20,7 @@ traceback. Named flags exist only for the fields the study's config has:
 - Several processes (JAX's multi-controller runtime, one process per host or per GPU):
   ``--coordinator HOST:PORT --num_processes N --process_id I`` in each process, or
   ``--distributed`` on a cluster JAX detects (SLURM, Open MPI...). Every process runs the same
-  study over one mesh of all their devices; process 0 writes the workdir (README, "Several
-  processes").
+  study over one mesh of all their devices; process 0 writes the workdir (docs/processes.md).
 """
 
 from __future__ import annotations
