@@ -219,8 +219,11 @@ def init_params(model: nn.Module, key: jax.Array, input_shape: Sequence[int]) ->
     x = jnp.zeros((1, *input_shape), jnp.float32)
     k_init, k_bias = jax.random.split(key)
     variables = model.init(k_init, x)
-    # The linear head's bias follows PyTorch: U(±1/√fan_in).
+    # The linear head's bias follows PyTorch: U(±1/√fan_in). Another flax model (no ``head``
+    # submodule) keeps its own initialisation.
     params = variables["params"]
+    if "head" not in params or "bias" not in params["head"]:
+        return dict(variables)
     head = params["head"]
     fan_in = head["kernel"].shape[0]
     head = dict(head, bias=torch_bias_init(fan_in)(k_bias, head["bias"].shape))
@@ -239,10 +242,11 @@ class _ModelInit:
 
 
 def init_fn_for(model: nn.Module, input_shape: Sequence[int]) -> Callable[[jax.Array], Any]:
-    """A pure ``init_fn(key) -> params`` for a jaxunlearn model, usable inside jitted code.
+    """A pure ``init_fn(key) -> params`` for a flax model, usable inside jitted code.
 
     Args:
-      model: a flax module built by :func:`build_model`.
+      model: a flax module (:func:`build_model`'s get PyTorch's head-bias initialisation; any
+        other keeps its own).
       input_shape: ``(h, w, c)`` of one image.
 
     Returns:
@@ -260,7 +264,16 @@ def apply_features(apply_fn: Callable[..., jax.Array], params: Any, x_NxHxWxC: j
     """
     if method is None:
         return apply_fn(params, x_NxHxWxC)
-    return apply_fn(params, x_NxHxWxC, method=method)
+    try:
+        return apply_fn(params, x_NxHxWxC, method=method)
+    except (AttributeError, TypeError) as e:
+        if method not in str(e) and "method" not in str(e):
+            raise
+        raise ValueError(
+            f"features are taken as apply_fn(params, x, method={method!r}), which this model "
+            f"does not support ({type(e).__name__}: {e}); pass your own feature function "
+            "features(params, x) -> [n, d] as apply_fn with method=None (see "
+            "examples/blend_your_own_model.py)") from e
 
 
 def batched_features(apply_fn: Callable[..., jax.Array], params: Any, x_NxHxWxC: jax.Array,

@@ -56,3 +56,25 @@ def test_instance_norm_normalises_each_example_and_channel():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model"):
         build_model("vgg", 10)
+
+
+def test_a_users_own_flax_model_gets_a_clear_error_or_works_with_a_feature_function():
+    import flax.linen as nn
+
+    from jaxunlearn.models import init_fn_for
+    from jaxunlearn.partition import partition_by_class
+
+    class Net(nn.Module):  # a user's model: no head submodule, no features method
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+    model = Net()
+    params = init_fn_for(model, (4, 4, 1))(jax.random.key(0))  # its own initialisation
+    x = np.random.default_rng(0).random((30, 4, 4, 1)).astype(np.float32)
+    y = np.arange(30) % 3
+    with pytest.raises(ValueError, match="pass your own feature function"):
+        partition_by_class(model.apply, params, x, y, num_classes=3, ipc=2, key=jax.random.key(1))
+    out = partition_by_class(model.apply, params, x, y, num_classes=3, ipc=2,
+                             key=jax.random.key(1), method=None)  # the output as features
+    assert out.sizes.sum() == 30
