@@ -3,7 +3,8 @@
     python examples/blend_your_own_model.py                       # 10% uniform forgetting
     python examples/blend_your_own_model.py --forget_class 3      # class-wise forgetting
 
-What it shows: Blend (docs/method.md §3) needs no jaxunlearn model. Any ``flax.linen`` Module works, given
+What it shows: Blend (docs/method.md §3) needs no jaxunlearn model. Any ``flax.linen`` Module
+works, given
 
 - a feature function ``embed(params, x) -> [n, d]`` (here: the network without its head), passed
   as ``apply_fn`` together with ``method=None``, and
