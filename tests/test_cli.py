@@ -112,3 +112,8 @@ def test_the_compile_cache_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("JAXUNLEARN_COMPILE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
     assert cli.compile_cache_dir() == str(tmp_path / "c" / "jaxunlearn" / "jax")
+
+
+def test_a_method_entry_that_is_not_an_object_is_a_one_line_error(capsys):
+    assert class_forget.main(["--print_config", "--set", "method_hparams.cf=3"]) == 2
+    assert "method_hparams.cf must be a JSON object" in capsys.readouterr().err

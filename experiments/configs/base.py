@@ -190,13 +190,19 @@ class StudyConfig(Config):
 
     def method_of(self, name: str) -> str:
         """The registered method behind the study's method ``name`` (itself, or a variant's)."""
-        return self.method_hparams.get(name, {}).get("method", name)
+        entry = self.method_hparams.get(name, {})
+        return entry.get("method", name) if isinstance(entry, dict) else name
 
     def hparams(self, name: str, condensed: bool) -> dict[str, Any]:
         """The keyword arguments of ``name``'s factory: its method's entries, then the variant's
         own (with the DC entries after each when ``condensed``)."""
         hp: dict[str, Any] = {}
         for n in dict.fromkeys((self.method_of(name), name)):
+            for table, entry in (("method_hparams", self.method_hparams.get(n, {})),
+                                 ("method_hparams_dc", self.method_hparams_dc.get(n, {}))):
+                if not isinstance(entry, dict):
+                    raise ValueError(f"{table}.{n} must be a JSON object of hyper-parameters "
+                                     f"(e.g. {{\"epochs\": 5}}); got {entry!r}")
             hp.update(self.method_hparams.get(n, {}))
             if condensed:
                 hp.update(self.method_hparams_dc.get(n, {}))
