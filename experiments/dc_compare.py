@@ -104,6 +104,7 @@ from experiments.condensation import convnet, kmeans_options
 from experiments.configs.base import BlendSettings, Config, NetSettings
 from experiments.io import (
     Ledger,
+    Progress,
     atomic_write,
     check_workdir,
     load_records,
@@ -507,19 +508,29 @@ def run(cfg: DCCompareConfig, workdir: str) -> list[dict]:
     paths = prepare_workdir(workdir)
     save_config(cfg, paths.config)
     ctx = _Context(cfg, paths, ds)
+    rows = [("full_data", None, s) for s in cfg.seeds if cfg.full_data] + [
+        (m, ipc, s) for s in cfg.seeds for ipc in cfg.ipcs
+        for m in ("random_real", "blend", *(_baseline_name(n, b) for n in cfg.baselines
+                                            for b in cfg.dm_budgets))]
+    progress = Progress(sum(not ctx.has(*row) for row in rows))
     for seed in cfg.seeds:
         params0 = init_params(ctx.model, seed_keys(seed)["init"], ctx.shape)  # one init per seed
         if cfg.full_data and not ctx.has("full_data", None, seed):
+            progress.start(f"full_data seed {seed}")
             _real_row(ctx, None, seed, params0)
         for ipc in cfg.ipcs:
             if not ctx.has("random_real", ipc, seed):
+                progress.start(f"random_real ipc {ipc} seed {seed}")
                 _real_row(ctx, ipc, seed, params0)
             if not ctx.has("blend", ipc, seed):
+                progress.start(f"blend ipc {ipc} seed {seed}")
                 _blend_row(ctx, ipc, seed, params0)
             for name in cfg.baselines:
                 pending = [b for b in cfg.dm_budgets
                            if not ctx.has(_baseline_name(name, b), ipc, seed)]
                 if pending:
+                    progress.start(f"{name} ipc {ipc} seed {seed} (calibration and "
+                                   f"{len(pending)} budget(s))", runs=len(pending))
                     _baseline_rows(ctx, name, ipc, seed, params0, pending)
         atomic_write(paths.results, results_table(load_records(paths.records), cfg))
     records = load_records(paths.records)

@@ -46,7 +46,7 @@ from experiments.condensation import condense_for_study
 from experiments.configs.base import StudyConfig, derive
 from experiments.configs.digits import get_config as _digits_config
 from experiments.configs.mnist5k import get_config as _mnist5k_config
-from experiments.io import Ledger, atomic_write, load_records, log
+from experiments.io import Ledger, Progress, atomic_write, load_records, log
 from experiments.plots import forgetting_curves_plot
 from experiments.report import INTERVAL_NOTE, column_label, format_ci
 from experiments.study import evaluate, open_study
@@ -217,6 +217,7 @@ def run(cfg: CurvesConfig, workdir: str) -> list[dict]:
     runs = build_runs(cfg, study.apply_fn, study.init_fn)
     ledger = Ledger(paths.records, {"method": str, "condensed": bool, "multiple": int,
                                     "seed": int}, defaults={"multiple": 0})
+    progress = Progress(sum(not ledger.has(_run(*k, seed)) for seed in cfg.seeds for k in runs))
     for seed in cfg.seeds:
         if ledger.seed_done(seed, [_run(*k, seed) for k in runs]
                             + [_run("original", False, 0, seed)]):
@@ -249,6 +250,7 @@ def run(cfg: CurvesConfig, workdir: str) -> list[dict]:
                 x, y = rx, ry
             data = make_unlearn_data((x, y), (fx, fy), (s.unseen_x, s.unseen_y), s.num_classes)
             for name, _, multiple in pending:
+                progress.start(f"{column_label(name, condensed)} {multiple}x seed {seed}")
                 method = runs[(name, condensed, multiple)]
                 key = seeds.method_key(cfg, ctx.keys, name)
                 every = _eval_every(cfg, name, method, len(y))

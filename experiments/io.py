@@ -95,16 +95,16 @@ class Progress:
     def __init__(self, total: int) -> None:
         self.total, self.done, self.t0 = int(total), 0, time.perf_counter()
 
-    def start(self, what: str) -> None:
-        """Log that run ``what`` starts (call once per run, in order)."""
-        self.done += 1
+    def start(self, what: str, runs: int = 1) -> None:
+        """Log that ``what`` starts (``runs`` runs of the total at once; call in order)."""
         eta = ""
-        if self.done > 1:
-            per_run = (time.perf_counter() - self.t0) / (self.done - 1)
-            left = per_run * (self.total - self.done + 1)
+        if self.done:
+            left = (time.perf_counter() - self.t0) / self.done * (self.total - self.done)
             eta = (f", about {left / 60:.0f} min left" if left >= 90
                    else f", about {left:.0f} s left")
-        log(f"[{self.done}/{self.total}{eta}] {what}")
+        first, self.done = self.done + 1, self.done + runs
+        span = f"{first}" if runs == 1 else f"{first}-{self.done}"
+        log(f"[{span}/{self.total}{eta}] {what}")
 
 
 def column_slug(condensed: bool) -> str:

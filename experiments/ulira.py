@@ -57,6 +57,7 @@ from experiments.configs.digits import get_config as _digits_config
 from experiments.configs.mnist5k import get_config as _mnist5k_config
 from experiments.io import (
     Ledger,
+    Progress,
     atomic_write,
     check_workdir,
     column_slug,
@@ -359,6 +360,8 @@ def run(cfg: UliraConfig, workdir: str) -> list[dict]:
     save_config(cfg, paths.config)
     ledger = Ledger(paths.records, {"method": str, "condensed": bool, "seed": int})
     n = cfg.shadow_models + cfg.target_models
+    progress = Progress(sum(not ledger.has(_run(m, c, seed)) for seed in cfg.seeds
+                            for m in cfg.methods for c in cfg.condensation))
     for seed in cfg.seeds:
         if ledger.seed_done(seed, [_run(m, c, seed) for m in (*CONTROLS, *cfg.methods)
                                    for c in cfg.condensation if not (m in CONTROLS and c)]):
@@ -415,6 +418,7 @@ def run(cfg: UliraConfig, workdir: str) -> list[dict]:
                     blended = [(x, y) for x, y, _ in parts], float(sum(p[2] for p in parts))
                 retain_sets, blend_s = blended
             for name in pending:
+                progress.start(f"{column_label(name, condensed)} x{n} models seed {seed}")
                 method = methods[(name, condensed)]
                 key = seeds.method_key(cfg, keys, name)  # paired with its method
                 out = unlearn_models(cfg, splits, pops, originals, method, key, retain_sets)

@@ -85,3 +85,18 @@ def test_a_study_stops_with_one_line_on_a_foreign_record(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "line 1: the record lacks 'condensed'" in err and "Traceback" not in err
     assert (work / "records.jsonl").read_text() == text
+
+
+def test_study_progress_counts_runs_and_estimates_the_rest(capsys, monkeypatch):
+    from experiments import io
+
+    clock = iter([0.0, 10.0, 30.0])
+    monkeypatch.setattr(io.time, "perf_counter", lambda: next(clock))
+    p = io.Progress(4)
+    p.start("cf seed 0")
+    p.start("dm ipc 1 seed 0 (2 budgets)", runs=2)  # 10 s for one run: 30 s for the 3 left
+    p.start("a_cf seed 1")  # 30 s for three runs: 10 s for the one left
+    out = capsys.readouterr().out
+    assert "[1/4] cf seed 0" in out
+    assert "[2-3/4, about 30 s left] dm ipc 1 seed 0" in out
+    assert "[4/4, about 10 s left] a_cf seed 1" in out
