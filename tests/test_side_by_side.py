@@ -26,7 +26,8 @@ json.dump({{args["--run_name"]: {{"seconds": seconds, "info": {{}},
 
 
 def test_ratios_are_to_the_faster_reference(tmp_path, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("side_by_side", ROOT / "bench" / "side_by_side.py")
+    path = ROOT / "bench" / "side_by_side.py"
+    spec = importlib.util.spec_from_file_location("side_by_side", path)
     sbs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sbs)
     harness = tmp_path / "harness.py"
