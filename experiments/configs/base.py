@@ -244,8 +244,10 @@ def to_json(cfg: Config) -> str:
 
 
 def from_json(cls: type[Config], text: str) -> Config:
-    """The ``cls`` config saved as ``text`` by :func:`to_json` (sections and tuples restored)."""
+    """The ``cls`` config saved as ``text`` by :func:`to_json` (sections and tuples restored); a
+    ``config.json``'s ``provenance`` (where the run came from, not a setting) is ignored."""
     raw = json.loads(text)
+    raw.pop("provenance", None)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name not in raw:
