@@ -39,6 +39,7 @@ from typing import Any
 
 from experiments.configs.base import SCALES, Config, to_json, use_model
 from experiments.io import log, prepare_workdir
+from experiments.report import column_label
 from jaxunlearn import sharding
 from jaxunlearn.hostmem import retain_freed_memory
 from jaxunlearn.unlearn import available_methods, factory_defaults
@@ -395,7 +396,7 @@ def resolved_config(cfg: Config) -> dict:
             if unknown:
                 raise ValueError(f"method {name!r} ({base}) takes no {unknown}; its "
                                  f"hyper-parameters: {sorted(defaults)}")
-            resolved[f"{name}{' +DC' if condensed else ''}"] = {
+            resolved[column_label(name, condensed)] = {
                 "method": base, **defaults, **given}
     out["resolved_methods"] = resolved
     return out

@@ -73,20 +73,22 @@ def _group(records: Sequence[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def _paired_with_retrain(records: Sequence[dict], method: str, condensed: bool,
+                         round_: int) -> list[tuple[dict, dict]]:
+    """``(record, Retrain's record)`` for each seed where both exist, same column and round."""
+    def of(m):
+        return [r for r in records if r["method"] == m
+                and bool(r["condensed"]) == condensed and int(r.get("round", 0)) == round_]
+
+    ref = {r["seed"]: r for r in of("retrain")}
+    return [(r, ref[r["seed"]]) for r in of(method) if r["seed"] in ref]
+
+
 def average_gap(records: Sequence[dict], method: str, condensed: bool, round_: int = 0) -> list:
     """Per seed: mean |Δ| to Retrain (same seed, same condensation) over forget/retain/test
     accuracy and MIA (docs/method.md §6, as SalUn reports it)."""
-    by_seed = {(r["seed"]): r for r in records
-               if r["method"] == "retrain" and bool(r["condensed"]) == condensed
-               and int(r.get("round", 0)) == round_}
-    gaps = []
-    for r in records:
-        if (r["method"] != method or bool(r["condensed"]) != condensed
-                or int(r.get("round", 0)) != round_ or r["seed"] not in by_seed):
-            continue
-        ref = by_seed[r["seed"]]
-        gaps.append(float(np.mean([abs(r[f] - ref[f]) for f in _GAP_FIELDS])))
-    return gaps
+    return [float(np.mean([abs(r[f] - ref[f]) for f in _GAP_FIELDS]))
+            for r, ref in _paired_with_retrain(records, method, condensed, round_)]
 
 
 def forgot_like_retrain(records: Sequence[dict], method: str, condensed: bool,
@@ -95,15 +97,11 @@ def forgot_like_retrain(records: Sequence[dict], method: str, condensed: bool,
     accuracy (same seed and column); ``"–"`` for Retrain itself, the original, or no Retrain."""
     if method in ("retrain", "original"):
         return "–"
-    ref = {r["seed"]: r["forget_acc"] for r in records
-           if r["method"] == "retrain" and bool(r["condensed"]) == condensed
-           and int(r.get("round", 0)) == round_}
-    mine = [r for r in records if r["method"] == method and bool(r["condensed"]) == condensed
-            and int(r.get("round", 0)) == round_ and r["seed"] in ref]
-    if not mine:
+    pairs = _paired_with_retrain(records, method, condensed, round_)
+    if not pairs:
         return "–"
-    hits = sum(abs(r["forget_acc"] - ref[r["seed"]]) <= _FORGOT_TOLERANCE for r in mine)
-    return f"{hits} of {len(mine)}"
+    hits = sum(abs(r["forget_acc"] - ref["forget_acc"]) <= _FORGOT_TOLERANCE for r, ref in pairs)
+    return f"{hits} of {len(pairs)}"
 
 
 _HEADLINE = ("retrain", "cf", "a_cf")

@@ -90,18 +90,12 @@ def test_usability_of_the_command_line(tmp_path, capsys):
         _set("origial.epochs=3")
     paths = prepare_workdir(str(tmp_path / "w"))
     atomic_write(paths.results, "x")
-    assert os.stat(paths.results).st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(paths.results).st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
     log("a line for the log file")
     assert "a line for the log file" in capsys.readouterr().out
     assert "a line for the log file" in (tmp_path / "w" / "run.log").read_text()
-
-
-def _umask():
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def test_the_compile_cache_folder(monkeypatch, tmp_path):
