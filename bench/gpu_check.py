@@ -38,6 +38,23 @@ needed; ott-jax, mlxtend, tensorflow, matplotlib and tqdm are never imported)::
 as the model and ConvNet-3s of width 16 as ψ and φ (``tests/test_gpu_check.py`` runs it with
 those modules made unimportable).
 
+With the reference beside it: ``--reference DIR`` (a checkout of algebraicdianuj/DC_Unlearning,
+copied to the GPU machine beforehand) runs, after our stages, ``bench/gpu_check_reference.py``
+with ``--ref_python`` (default: this interpreter; it needs torch, which this process never
+imports) in a child process on the same device (cuda when JAX runs on a GPU, else cpu). The child
+imports the reference's modules unchanged and times its A-CF epoch on the full and on the
+reduced retain set with our sizes, model shape and batch size; the table then gets rows
+"reference A-CF epoch, full retain" and "reference A-CF epoch, reduced retain" with our time and
+the ratio ours / reference (< 1: ours is faster), and the JSON a ``reference`` block. The child
+gets our allocator settings (``GLIBC_TUNABLES``, what ``jaxunlearn.hostmem`` does for us with
+mallopt). If it fails (no torch, a bad checkout) one line says why and that the reference did not
+run; the exit status stays that of our stages. On a GPU this process keeps JAX's memory pool
+(75% of the device by default) while the child runs: the child records the free memory it saw.
+It adds about the reference's two epochs (the paper's GPU: 75.8 + 16.0 s) and its data set-up::
+
+    python bench/gpu_check.py --reference DC_Unlearning 2>&1 | tee gpu_check.log
+    python bench/gpu_check.py --size tiny --reference DC_Unlearning --ref_python venv/bin/python
+
 It uses one GPU (``CUDA_VISIBLE_DEVICES=0`` unless set; ``--all_devices`` to use every visible
 device through the library's data-parallel mesh). Writes ``bench/results/gpu_check_<size>.json``
 (``--out`` sets the folder).
@@ -65,8 +82,11 @@ import dataclasses
 import json
 import os
 import platform
+import subprocess
+import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -128,6 +148,17 @@ ROW_LABELS = {
     "a_cf_reduced": "A-CF epoch, reduced retain",
     "cf_full": "CF epoch, full retain",
 }
+
+
+# --reference: the reference's A-CF epoch in torch, in a child process
+REF_HARNESS = Path(__file__).resolve().with_name("gpu_check_reference.py")
+# what jaxunlearn.hostmem.retain_freed_memory() does for us with mallopt (one arena, no mmap for
+# large blocks, no trimming), given to the reference's process (bench/side_by_side.py's FAIR_GLIBC)
+FAIR_GLIBC = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+              "glibc.malloc.trim_threshold=68719476736")
+REF_TIMEOUT_S = 3600
+REF_ROWS = {"a_cf_full": "reference A-CF epoch, full retain",
+            "a_cf_reduced": "reference A-CF epoch, reduced retain"}
 
 
 def device_memory() -> dict[str, int] | None:
@@ -310,6 +341,110 @@ def _print_table(record: dict) -> None:
           f"{'n/a (not reported by this backend)' if peak is None else _mib(peak, ' MiB')}")
 
 
+def run_reference(reference: str, ref_python: str, size_name: str, out_dir: str,
+                  record: dict) -> dict:
+    """The reference's A-CF epochs in a child process on our device, with our allocator settings.
+
+    Returns the JSON ``reference`` block: ``ok``, the command, the child's record (``result``)
+    and the ratios ours / reference; ``reason`` when it did not run.
+    """
+    rows = record["stages"]
+    device = "cuda" if jax.default_backend() in ("gpu", "cuda", "rocm") else "cpu"
+    batch = next((rows[r]["batch"] for r in REF_ROWS if "batch" in rows.get(r, {})), 64)
+    out = os.path.join(out_dir, f"gpu_check_{size_name}_reference.json")
+    cmd = [ref_python, str(REF_HARNESS), "--ref_dir", os.path.abspath(reference), "--size",
+           size_name, "--device", device, "--batch_size", str(batch), "--out", out]
+    reduced = record["setup"].get("reduced_retain", {}).get("n_reduced")
+    if reduced is not None:
+        cmd += ["--reduced", str(reduced)]
+    block: dict[str, Any] = {"ok": False, "command": cmd, "device": device,
+                             "glibc_tunables": FAIR_GLIBC, "result": None, "ratios": {}}
+    print(f"reference: {' '.join(cmd)}\n  with GLIBC_TUNABLES={FAIR_GLIBC} (the allocator "
+          "settings this process gives itself)"
+          + ("" if reduced is not None else "; no reduced retain set (our condense did not run)"),
+          flush=True)
+    if os.path.exists(out):
+        os.remove(out)  # never read a stale record
+    tail: deque[str] = deque(maxlen=30)
+    try:
+        proc = subprocess.Popen(cmd, env=dict(os.environ, GLIBC_TUNABLES=FAIR_GLIBC),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1)
+    except OSError as e:
+        block["reason"] = f"cannot start {ref_python}: {e}"
+        return block
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(REF_TIMEOUT_S, kill)
+    timer.start()
+    try:
+        for line in proc.stdout:
+            print("  | " + line.rstrip("\n"), flush=True)
+            if line.strip():
+                tail.append(line.strip())
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+    try:
+        with open(out) as f:
+            block["result"] = json.load(f)
+    except (OSError, ValueError):
+        pass  # no record (or a torn one): the reason below says so
+    if rc != 0:
+        why = f"killed after {REF_TIMEOUT_S} s" if timed_out.is_set() else f"exit status {rc}"
+        block["reason"] = f"{why}: {tail[-1] if tail else 'no output'}"[:400]
+        return block
+    if not (block["result"] or {}).get("ok"):
+        block["reason"] = f"{out} has no finished record"
+        return block
+    block["ok"] = True
+    ref_s = block["result"]["seconds"]
+    for row in REF_ROWS:
+        ours = rows.get(row, {})
+        if ours.get("ok") and ref_s.get(row):
+            block["ratios"][row] = {
+                "ours_over_reference": ours["run_s"] / ref_s[row],
+                "ours_with_compile_over_reference": (ours["run_s"] + ours["compile_s"])
+                / ref_s[row]}
+    return block
+
+
+def _print_reference(record: dict) -> None:
+    block = record["reference"]
+    if not block["ok"]:
+        print(f"\nreference: did NOT run ({block['reason']}); no ours / reference ratios")
+        return
+    res, rows = block["result"], record["stages"]
+    cuda = res.get("cuda")
+    print(f"\nreference ({res.get('ref_dir')}): torch {res.get('torch')}"
+          f"{'' if cuda is None else f', CUDA {cuda}'}, {res.get('device')} "
+          f"({res.get('device_name')}), {res.get('torch_num_threads')} threads; "
+          f"{res.get('model')}")
+    head = f"{'stage':52s} {'reference s':>11s} {'ours run s':>11s} {'ours/reference':>15s}"
+    print(head)
+    print("-" * len(head))
+    for row, label in REF_ROWS.items():
+        ref_s, ours = res["seconds"].get(row), rows.get(row, {})
+        if row in res.get("retain", {}):
+            label += f" ({res['retain'][row]:,} images)"
+        ratio = block["ratios"].get(row, {}).get("ours_over_reference")
+        print(f"{label:52s} {_seconds(ref_s):>11s} "
+              f"{_seconds(ours['run_s']) if ours.get('ok') else 'not run':>11s} "
+              f"{'-' if ratio is None else f'{ratio:.2f}x':>15s}")
+    print("-" * len(head))
+    print(f"  same device, same sizes, batch {res.get('batch_size')}; ours/reference < 1: ours "
+          "is faster. Ours excludes its compile time; the reference's one-off set-up is paid by "
+          "an untimed A-CF epoch over one batch "
+          f"({_seconds(res['seconds'].get('warmup_one_batch'))} s)")
+    stubbed = res.get("stubbed") or []
+    print(f"  the reference ran with GLIBC_TUNABLES={res.get('glibc_tunables')}"
+          + (f"; stubbed (unused by A-CF): {', '.join(stubbed)}" if stubbed else ""))
+
+
 def _write(path: str, record: dict) -> None:
     atomic_write(path, json.dumps(record, indent=2, default=float) + "\n")
 
@@ -323,7 +458,14 @@ def main(argv=None) -> int:
                    help="folder of gpu_check_<size>.json")
     p.add_argument("--all_devices", action="store_true",
                    help="use every visible GPU (default: CUDA_VISIBLE_DEVICES=0 unless set)")
+    p.add_argument("--reference", metavar="DIR",
+                   help="a DC_Unlearning checkout: also time the reference's A-CF epochs in torch "
+                        "on the same device (bench/gpu_check_reference.py, a child process)")
+    p.add_argument("--ref_python", metavar="PY", default=sys.executable,
+                   help="python with torch for --reference (default: this interpreter)")
     args = p.parse_args(argv)
+    if args.ref_python != sys.executable and not args.reference:
+        p.error("--ref_python needs --reference DIR")
     t_start = time.perf_counter()
     size = SIZES[args.size]
     os.makedirs(args.out, exist_ok=True)
@@ -398,8 +540,20 @@ def main(argv=None) -> int:
         record["wall_s"] = time.perf_counter() - t_start
         _write(path, record)
 
+    if args.reference:
+        elapsed = time.perf_counter() - t_start
+        print(f"[{elapsed:7.1f} s] reference A-CF epochs (torch, child process) ...", flush=True)
+        record["reference"] = run_reference(args.reference, args.ref_python, args.size, args.out,
+                                            record)
+        record["wall_s"] = time.perf_counter() - t_start
+        _write(path, record)
     _print_table(record)
+    if args.reference:
+        _print_reference(record)
     print(f"wall clock {record['wall_s']:.1f} s; wrote {path}")
+    if args.reference and not record["reference"]["ok"]:
+        print("the reference did NOT run: no ours / reference ratios "
+              "(the exit status is our stages')", flush=True)
     if record["failed"]:
         print(f"FAILED or skipped stages: {', '.join(record['failed'])}", flush=True)
         return 1
