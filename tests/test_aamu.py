@@ -25,9 +25,9 @@ from jaxunlearn.models import build_model, init_params
 from jaxunlearn.optim import sgd
 from jaxunlearn.pools import Batch, Pool, make_pool
 from jaxunlearn.train import fit
-from jaxunlearn.unlearn import make_method, make_unlearn_data, run_method
+from jaxunlearn.unlearn import factory_defaults, make_method, make_unlearn_data, run_method
 from jaxunlearn.unlearn.aamu import AAMU_DEFAULTS, aamu_objective, sample_forget_unseen
-from jaxunlearn.unlearn.base import UnlearnData
+from jaxunlearn.unlearn.base import UnlearnData, retain_forward
 
 # ---------------------------------------------------------------------------------- helpers
 
@@ -221,6 +221,42 @@ def test_no_gradient_flows_through_the_unseen_branch():
     with conv_backward("lax"):
         n_convs = str(jax.make_jaxpr(jax.grad(wrapped))(params)).count("conv_general_dilated")
     assert n_convs == 3 * 2 + 2 * 3
+
+
+def test_the_joint_forward_is_the_separate_forward_in_one_network_call():
+    model, params, data = _tiny_problem(seed=3)
+    b = 8
+    batch = Batch(data.retain.x[:b], data.retain.y[:b], jnp.ones(b))
+    key = jax.random.key(7)
+    calls = []
+
+    def counting_apply(p, x):  # trace-time count of the network calls and their batch sizes
+        calls.append(x.shape[0])
+        return model.apply(p, x)
+
+    out = {}
+    for forward in ("joint", "separate"):
+        objective = aamu_objective(counting_apply, forward=forward)
+
+        def loss(p, objective=objective):
+            logits, reg = retain_forward(counting_apply, objective, p, batch, data, key)
+            return objective.primary(cross_entropy(logits, batch.y), batch.w) + reg
+
+        calls.clear()
+        value, grads = jax.jit(jax.value_and_grad(loss))(params)
+        out[forward] = (calls[:], float(value), grads)
+    m = 4 * b
+    # joint: retain + forget in one call, the unseen forward apart; separate: three calls
+    assert sorted(out["joint"][0]) == sorted([b + min(m, int(data.forget.x.shape[0])),
+                                              min(m, int(data.unseen.x.shape[0]))])
+    assert len(out["separate"][0]) == 3
+    assert out["joint"][1] == pytest.approx(out["separate"][1], rel=1e-6)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(out["separate"][2]))
+    chex.assert_trees_all_close(out["joint"][2], out["separate"][2], rtol=0, atol=1e-5 * scale)
+    # the registered A-CF steps with the joint layout (its default)
+    assert factory_defaults("a_cf")["forward"] == "joint"
+    with pytest.raises(ValueError, match="forward"):
+        aamu_objective(model.apply, forward="fused")
 
 
 def test_a_scrub_and_a_sparse_wrap_their_base_objectives():

@@ -18,6 +18,7 @@ from jaxunlearn.unlearn import (  # noqa: F401  (registration)
     ssd,
 )
 from jaxunlearn.unlearn.base import (
+    JointRegulariser,
     Method,
     RetainObjective,
     UnlearnData,
@@ -27,11 +28,13 @@ from jaxunlearn.unlearn.base import (
     make_method,
     make_unlearn_data,
     register,
+    retain_forward,
     run_method,
     stack_unlearn_data,
 )
 
 __all__ = [
+    "JointRegulariser",
     "Method",
     "RetainObjective",
     "UnlearnData",
@@ -41,6 +44,7 @@ __all__ = [
     "make_method",
     "make_unlearn_data",
     "register",
+    "retain_forward",
     "run_method",
     "stack_unlearn_data",
 ]

@@ -46,6 +46,7 @@ from jaxunlearn.losses import (
 )
 from jaxunlearn.pools import sample_batch
 from jaxunlearn.unlearn.base import (
+    JointRegulariser,
     Method,
     RetainObjective,
     UnlearnData,
@@ -56,7 +57,13 @@ from jaxunlearn.unlearn.finetune import make_cf
 from jaxunlearn.unlearn.scrub import make_scrub
 from jaxunlearn.unlearn.sparse import make_l1_sparse
 
-__all__ = ["AAMU_DEFAULTS", "AAMUSample", "aamu_objective", "sample_forget_unseen", "with_aamu"]
+__all__ = ["AAMU_DEFAULTS", "AAMUSample", "FORWARD_MODES", "aamu_objective",
+           "sample_forget_unseen", "with_aamu"]
+
+FORWARD_MODES = ("joint", "separate")
+"""How a step runs its forget sample through the network: in the retain batch's call
+(``joint``, one forward and backward over b + 4b images) or in a call of its own (``separate``,
+as the reference code does). The same function; only rounding differs."""
 
 # The ECDF mode of the registered methods: the reference code's (faithful first, docs/method.md §4).
 # ``paper`` (the paper's formula) and ``anchored`` (ours: forget losses ranked against the unseen
@@ -71,6 +78,7 @@ AAMU_DEFAULTS: dict[str, Any] = {
     "ecdf": DEFAULT_ECDF,
     "steepen": "batch_mean_squared",
     "samples_per_step": 4,          # forget (and unseen) examples per retain example
+    "forward": "joint",             # retain + forget images in one network call (a layout)
 }
 """A-AMU's own hyper-parameters and their defaults (the paper's), in every A-method."""
 
@@ -107,7 +115,7 @@ def sample_forget_unseen(key: jax.Array, data: UnlearnData, m: int) -> AAMUSampl
 def aamu_objective(apply_fn: Callable, *, lam: float = 34.0, k: float = 2.0,
                    kappa: float = 60.0, ecdf: str = DEFAULT_ECDF,
                    steepen: str = "batch_mean_squared",
-                   samples_per_step: int = 4) -> RetainObjective:
+                   samples_per_step: int = 4, forward: str = "joint") -> RetainObjective:
     """A-AMU's retain objective for the ``objective`` hook of a retain-based method.
 
     Args:
@@ -118,6 +126,8 @@ def aamu_objective(apply_fn: Callable, *, lam: float = 34.0, k: float = 2.0,
       steepen: ``batch_mean_squared`` (reference) | ``per_example_squared``.
       samples_per_step: forget (and unseen) examples drawn per retain example (paper: 4); with a
         retain batch of b, ``samples_per_step · b`` of each per step.
+      forward: one of :data:`FORWARD_MODES`: the forget sample in the retain batch's network
+        call (``joint``, a :class:`~jaxunlearn.unlearn.base.JointRegulariser`) or in its own.
 
     Returns:
       :class:`~jaxunlearn.unlearn.base.RetainObjective`: ``primary`` the steepened CE,
@@ -133,17 +143,23 @@ def aamu_objective(apply_fn: Callable, *, lam: float = 34.0, k: float = 2.0,
                          f"kappa={kappa}")
     check_choice(ecdf, ECDF_MODES, "ecdf")
     check_choice(steepen, STEEPEN_MODES, "steepen")
+    check_choice(forward, FORWARD_MODES, "forward")
 
-    def regulariser(params, batch, data: UnlearnData, key):
+    def draw(batch, data: UnlearnData, key):
         s = sample_forget_unseen(key, data, samples_per_step * batch.y.shape[0])
-        forget_ce = cross_entropy(apply_fn(params, s.forget_x), s.forget_y)
+        return s.forget_x, s
+
+    def loss(params, forget_logits, s: AAMUSample, data: UnlearnData):
+        forget_ce = cross_entropy(forget_logits, s.forget_y)
         # the unseen branch is a fixed target (stop_gradient): no backward pass through it
         unseen_ce = cross_entropy(apply_fn(jax.lax.stop_gradient(params), s.unseen_x), s.unseen_y)
         reg = aamu_regulariser(forget_ce, unseen_ce, s.forget_w, s.unseen_w, k=k, kappa=kappa,
                                mode=ecdf)
         return lam * reg
 
-    return RetainObjective(functools.partial(steepened_loss, mode=steepen), regulariser)
+    joint = JointRegulariser(draw, loss, apply_fn)
+    reg = joint if forward == "joint" else joint.__call__  # "separate": a plain function
+    return RetainObjective(functools.partial(steepened_loss, mode=steepen), reg)
 
 
 def with_aamu(base_factory: Callable[..., Method], **overrides: Any) -> Callable[..., Method]:

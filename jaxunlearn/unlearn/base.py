@@ -43,6 +43,7 @@ from jaxunlearn.timing import compile_ahead
 from jaxunlearn.train import Phase, PhaseRunner, TrainState, run_phases
 
 __all__ = [
+    "JointRegulariser",
     "Method",
     "Regulariser",
     "RetainObjective",
@@ -55,6 +56,7 @@ __all__ = [
     "make_method",
     "make_unlearn_data",
     "register",
+    "retain_forward",
     "run_method",
     "stack_unlearn_data",
     "training_method",
@@ -313,6 +315,29 @@ the step's retain batch (its shape sets static sample sizes), the device-residen
 sample forget or unseen examples) and the step's key."""
 
 
+class JointRegulariser(NamedTuple):
+    """A regulariser whose own trained images can share the retain batch's network call.
+
+    ``draw(batch, data, key) -> (x_M, drawn)`` picks the images (``[M, ...]``, the retain
+    images' shape) and whatever else ``loss`` needs of the draw; :func:`retain_forward` then
+    runs ``apply_fn(params, concat([batch.x, x_M]))`` once and calls ``loss(params, logits_MxC,
+    drawn, data) -> scalar`` with the rows of ``x_M``. Called as a plain :data:`Regulariser`,
+    ``reg(params, batch, data, key)``, it runs its own forward on ``x_M``: the same value. One
+    call over b + M images runs the network's forward and backward faster than two calls over b
+    and M (``bench/aamu.py``'s floors); the network is a per-example function (instance norm),
+    so only the summation order of the gradients changes.
+    """
+
+    draw: Callable[[Batch, UnlearnData, jax.Array], tuple[jax.Array, Any]]
+    loss: Callable[[Params, jax.Array, Any, UnlearnData], jax.Array]
+    apply_fn: Callable[[Params, jax.Array], jax.Array]
+
+    def __call__(self, params: Params, batch: Batch, data: UnlearnData,
+                 key: jax.Array) -> jax.Array:
+        x_M, drawn = self.draw(batch, data, key)
+        return self.loss(params, self.apply_fn(params, x_M), drawn, data)
+
+
 class RetainObjective(NamedTuple):
     """How a retain-based method scores a retain batch (the hook A-AMU fills in).
 
@@ -321,11 +346,35 @@ class RetainObjective(NamedTuple):
     ``extra`` is the method's own term (distillation KL, L1 penalty...) and ``ce_weight`` its
     weight on the cross-entropy (SCRUB: 0.99). The default is the weighted mean cross-entropy and
     no regulariser; A-AMU (:func:`jaxunlearn.unlearn.aamu.aamu_objective`) steepens the primary
-    term and adds ``λ·MMD²``, so λ is the same in every A-method.
+    term and adds ``λ·MMD²``, so λ is the same in every A-method. The regulariser is a
+    :data:`Regulariser` or a :class:`JointRegulariser`; steps evaluate either through
+    :func:`retain_forward`.
     """
 
     primary: Callable[[jax.Array, jax.Array], jax.Array] = weighted_mean
-    regulariser: Regulariser | None = None
+    regulariser: Regulariser | JointRegulariser | None = None
+
+
+def retain_forward(apply_fn: Callable, objective: RetainObjective, params: Params, batch: Batch,
+                   data: UnlearnData, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The retain batch's logits and the objective's regulariser (0 without one), in a step.
+
+    A :class:`JointRegulariser` of the same ``apply_fn`` has its images go through the network
+    in the same call as the retain batch; any other regulariser is called as is.
+
+    Returns:
+      ``(logits_NxC, regulariser)``: the retain batch's logits and a scalar.
+    """
+    reg = objective.regulariser
+    if isinstance(reg, JointRegulariser) and reg.apply_fn == apply_fn:
+        x_M, drawn = reg.draw(batch, data, key)
+        n = batch.x.shape[0]
+        logits = apply_fn(params, jnp.concatenate([batch.x, x_M.astype(batch.x.dtype)]))
+        return logits[:n], reg.loss(params, logits[n:], drawn, data)
+    logits = apply_fn(params, batch.x)
+    if reg is None:
+        return logits, jnp.zeros((), logits.dtype)
+    return logits, reg(params, batch, data, key)
 
 
 # ---------------------------------------------------------------------------------------------

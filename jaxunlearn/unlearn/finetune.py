@@ -20,7 +20,14 @@ from jaxunlearn.losses import cross_entropy
 from jaxunlearn.optim import cosine_with_warmup, make_optimizer
 from jaxunlearn.pools import Batch
 from jaxunlearn.train import Phase, TrainState, apply_gradients, weighted_accuracy
-from jaxunlearn.unlearn.base import Method, RetainObjective, check_budget, register, training_method
+from jaxunlearn.unlearn.base import (
+    Method,
+    RetainObjective,
+    check_budget,
+    register,
+    retain_forward,
+    training_method,
+)
 
 __all__ = ["ExtraLoss", "finetune_step", "make_cf"]
 
@@ -54,12 +61,12 @@ def finetune_step(apply_fn: Callable, tx: optax.GradientTransformation, *,
 
     def step(state: TrainState, batch: Batch, data, key: jax.Array):
         def loss_fn(params):
-            logits = apply_fn(params, batch.x)
+            logits, reg = retain_forward(apply_fn, objective, params, batch, data, key)
             loss = objective.primary(cross_entropy(logits, batch.y), batch.w)
             if ce_weight != 1.0:
                 loss = ce_weight * loss
             if objective.regulariser is not None:
-                loss = loss + objective.regulariser(params, batch, data, key)
+                loss = loss + reg
             if extra_loss is not None:
                 loss = loss + extra_loss(params, logits, batch, state.aux)
             return loss, logits

@@ -22,6 +22,7 @@ from jaxunlearn.unlearn.base import (
     UnlearnData,
     check_budget,
     register,
+    retain_forward,
     training_method,
 )
 
@@ -56,12 +57,12 @@ def make_neggrad_plus(apply_fn: Callable, *, init_fn: Callable | None = None, lr
         fb = sample_batch(k_forget, data.forget, batch_size)
 
         def loss_fn(params):
-            logits = apply_fn(params, batch.x)
+            logits, reg = retain_forward(apply_fn, objective, params, batch, data, k_primary)
             retain = objective.primary(cross_entropy(logits, batch.y), batch.w)
             forget = weighted_mean(cross_entropy(apply_fn(params, fb.x), fb.y), fb.w)
             loss = beta * retain - (1.0 - beta) * forget
             if objective.regulariser is not None:
-                loss = loss + objective.regulariser(params, batch, data, k_primary)
+                loss = loss + reg
             return loss, (logits, forget)
 
         (loss, (logits, forget_ce)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
